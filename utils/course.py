@@ -1,0 +1,8 @@
+"""Course-wide constants: the single place that names the GitHub repository."""
+
+GITHUB_REPO = "diffusion-course-ja/diffusion-course"
+BRANCH = "main"
+NOTEBOOKS = {
+    "unit1/01_introduction_to_diffusers.ipynb": "Diffusers 入門 (Introduction to Diffusers)",
+    "unit1/02_diffusion_models_from_scratch.ipynb": "ゼロから作る拡散モデル (Diffusion Models from Scratch)",
+}

