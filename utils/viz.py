@@ -11,6 +11,15 @@ from PIL import Image
 from .data import tensor_to_pil
 
 
+def use_japanese_font() -> bool:
+    """Let matplotlib draw Japanese text (IPAex Gothic from matplotlib-fontja); False if it is missing."""
+    try:
+        import matplotlib_fontja  # noqa: F401 - importing it registers the font
+    except ImportError:
+        return False
+    return True
+
+
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2,
               background: int = 255) -> Image.Image:
     """A batch (B, C, H, W) in [-1, 1] with C in {1, 3} -> one PIL image laid out in rows of ``nrow``."""
@@ -58,6 +67,7 @@ def plot_losses(losses, title: str = "学習の損失", smooth: int | None = Non
     """Loss curve on a linear and a log scale side by side; returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
+    use_japanese_font()
     losses = torch.as_tensor(list(losses), dtype=torch.float32)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     for ax, scale in zip(axes, ("linear", "log")):
@@ -79,6 +89,7 @@ def plot_schedules(alphas_cumprod: dict[str, torch.Tensor]):
     """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) against t for each named schedule; returns the figure."""
     import matplotlib.pyplot as plt
 
+    use_japanese_font()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     for name, abar in alphas_cumprod.items():
         abar = torch.as_tensor(abar, dtype=torch.float64)

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from utils import hub
+
+
+@pytest.fixture
+def tiny_pipeline():
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       layers_per_block=1, norm_num_groups=4)
+    return DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10))
+
+
+def test_save_pipeline_uses_safetensors_and_reloads(tmp_path, tiny_pipeline):
+    from diffusers import DDPMPipeline
+
+    folder = hub.save_pipeline(tiny_pipeline, tmp_path / "pipe")
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert not list(folder.rglob("*.bin"))
+    loaded = DDPMPipeline.from_pretrained(folder)
+    for a, b in zip(loaded.unet.parameters(), tiny_pipeline.unet.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_model_card_has_metadata_recipe_and_usage(tmp_path):
+    recipe = {"dataset": "mnist", "learning_rate": 1e-3, "hub_token": "hf_secret"}
+    path = hub.write_model_card(tmp_path, recipe, metrics={"fid": 12.5}, repo_id="me/model",
+                                sample_image="samples.png")
+    text = path.read_text()
+    assert text.startswith("---\nlibrary_name: diffusers")
+    assert "unconditional-image-generation" in text and "value: 12.5" in text
+    assert "DDPMPipeline.from_pretrained('me/model')" in text
+    assert "| learning_rate | `0.001` |" in text and "![samples](samples.png)" in text
+    assert "hf_secret" not in text
+    block = text.split("```json\n")[1].split("```")[0]
+    assert json.loads(block) == {"dataset": "mnist", "learning_rate": 1e-3}
+
+
+def test_push_is_skipped_offline_without_exception(tmp_path, capsys):
+    assert hub.push_folder(tmp_path, "me/model") is None
+    assert "スキップ" in capsys.readouterr().out
+
+
+def test_push_is_skipped_when_not_logged_in(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(hub, "is_online", lambda: True)
+    monkeypatch.setattr(hub, "hub_token", lambda: None)
+    assert hub.push_folder(tmp_path, "me/model") is None
+    out = capsys.readouterr().out
+    assert "ログインしていない" in out and "hf auth login" in out
+
+
+def test_full_repo_name_keeps_namespaced_ids():
+    assert hub.full_repo_name("me/model") == "me/model"
