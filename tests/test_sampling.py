@@ -1,0 +1,93 @@
+"""utils.sampling: scheduler construction by name and a sampling loop that is right for every sampler."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from utils.sampling import SAMPLERS, generate, make_scheduler
+
+
+def tiny_unet(channels=1, size=8):
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
+                       layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
+
+
+class OracleUNet(torch.nn.Module):
+    """The exact noise predictor for data that is a single constant image: eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar).
+
+    It reads x_t from its input, so it only gives the right answer if the sampler scaled the input
+    the way the model was trained (scale_model_input) and started from correctly scaled noise.
+    """
+
+    def __init__(self, alphas_cumprod, value=0.5, shape=(1, 4, 4)):
+        super().__init__()
+        self.config = SimpleNamespace(in_channels=shape[0], sample_size=shape[1])
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives generate() a device and dtype
+        self.alphas_cumprod = alphas_cumprod
+        self.value = value
+
+    def forward(self, x, t):
+        abar = self.alphas_cumprod[torch.as_tensor(t).round().long()]
+        eps = (x - abar.sqrt() * self.value) / (1 - abar).sqrt()
+        return SimpleNamespace(sample=eps)
+
+
+def test_unknown_sampler_lists_the_choices():
+    with pytest.raises(ValueError, match="ddpm, ddim, dpm\\+\\+, euler"):
+        make_scheduler("heun", DDPMScheduler())
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_make_scheduler_keeps_the_training_schedule(name):
+    train = DDPMScheduler(num_train_timesteps=500, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    for source in (train, train.config):
+        scheduler = make_scheduler(name, source)
+        assert scheduler.config.num_train_timesteps == 500
+        assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
+        assert scheduler.config.prediction_type == "v_prediction"
+        scheduler.set_timesteps(4)
+        assert int(scheduler.timesteps[0]) == 499  # the first step starts from pure noise
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_generate_shape_range_and_determinism(name):
+    unet = tiny_unet(channels=3)
+    scheduler = make_scheduler(name, DDPMScheduler())
+    images = generate(unet, scheduler, num_images=5, num_inference_steps=3, batch_size=2,
+                      generator=torch.Generator().manual_seed(1))
+    again = generate(unet, scheduler, num_images=5, num_inference_steps=3, batch_size=2,
+                     generator=torch.Generator().manual_seed(1))
+    other = generate(unet, scheduler, num_images=5, num_inference_steps=3, batch_size=2,
+                     generator=torch.Generator().manual_seed(2))
+    assert images.shape == (5, 3, 8, 8) and images.dtype == torch.float32
+    assert images.min() >= -1 and images.max() <= 1
+    assert torch.equal(images, again)
+    assert not torch.equal(images, other)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_generate_with_an_exact_model_recovers_the_data(name):
+    train = DDPMScheduler()
+    oracle = OracleUNet(train.alphas_cumprod)
+    images = generate(oracle, make_scheduler(name, train), num_images=3, num_inference_steps=10,
+                      generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(images, torch.full_like(images, 0.5), atol=2e-3, rtol=0)
+
+
+def test_euler_without_input_scaling_would_be_wrong():
+    """Guards the oracle test: skipping scale_model_input (as DDPMPipeline does) breaks Euler."""
+    train = DDPMScheduler()
+    scheduler = make_scheduler("euler", train)
+    scheduler.scale_model_input = lambda sample, timestep: sample
+    images = generate(OracleUNet(train.alphas_cumprod), scheduler, num_images=3, num_inference_steps=10,
+                      generator=torch.Generator().manual_seed(0))
+    assert (images - 0.5).abs().max() > 0.1
+
+
+def test_generate_rejects_nonsense_counts():
+    with pytest.raises(ValueError, match="num_images"):
+        generate(tiny_unet(), make_scheduler("ddim", DDPMScheduler()), num_images=0, num_inference_steps=2)
