@@ -94,7 +94,7 @@ def _can_connect(host: str, port: int, timeout: float) -> bool:
     return bool(result and result[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe_hub(host: str, timeout: float) -> bool:
     return _can_connect(host, 443, timeout)
 

@@ -118,7 +118,8 @@ def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 80,
 
 def show_gif(path: str | Path):
     """Display a GIF inline in Jupyter."""
-    from IPython.display import Image as IPyImage, display
+    from IPython.display import Image as IPyImage
+    from IPython.display import display
 
     display(IPyImage(data=Path(path).read_bytes(), format="gif"))
 

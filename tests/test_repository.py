@@ -1,0 +1,81 @@
+"""Repository hygiene: clean notebooks, linted code and workflows, generated files in sync."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils import course, sync_course
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(ROOT.rglob("*.ipynb"))
+TEST_COMMAND = "COURSE_QUICK=1 HF_HUB_OFFLINE=1 python -m pytest"
+
+
+def test_course_notebooks_exist():
+    for path in course.NOTEBOOKS:
+        assert (ROOT / path).exists(), f"{path} is listed in utils/course.py but missing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_is_committed_without_outputs(path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    for i, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"cell {i} has outputs: clear them before committing"
+            assert cell.get("execution_count") is None, f"cell {i} has an execution count"
+    assert "widgets" not in notebook.get("metadata", {}), "widget state is stored in the notebook metadata"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_starts_with_intro_setup_and_summary(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    assert cells[0]["cell_type"] == "markdown"
+    assert sync_course.SETUP_TAG in cells[1]["metadata"].get("tags", [])
+    assert "setup_course(" in "".join(cells[2]["source"])
+
+
+def test_badges_and_setup_cells_are_in_sync():
+    stale = sync_course.sync(check=True)
+    assert not stale, f"run `python -m utils.sync_course` to regenerate: {stale}"
+
+
+def test_repository_name_lives_in_one_source_file():
+    pattern = re.compile(re.escape(course.GITHUB_REPO))
+    generated = {ROOT / "README.md", ROOT / "unit1" / "README.md", *NOTEBOOKS}
+    sources = [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts and p not in generated
+               and p.suffix in {".py", ".md", ".yml", ".yaml", ".toml", ".txt", ".cfg", ""}]
+    holders = [str(p.relative_to(ROOT)) for p in sources if pattern.search(p.read_text(errors="ignore"))]
+    assert holders == ["utils/course.py"]
+
+
+def test_setup_cell_installs_only_runtime_requirements():
+    runtime = (ROOT / "requirements.txt").read_text().split(sync_course.REQUIREMENTS_SPLIT)
+    assert len(runtime) == 2, "requirements.txt must keep the '# --- tests and tooling' divider"
+    assert "torch" in runtime[0] and "diffusers" in runtime[0] and "pytest" not in runtime[0]
+    assert "torchvision" not in "".join(runtime)
+
+
+def test_readme_and_ci_run_the_same_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert TEST_COMMAND in readme
+    assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text()
+    for workflow in ("ci.yml", "gpu-notebooks.yml"):
+        assert "run: python -m pytest" in (ROOT / ".github" / "workflows" / workflow).read_text()
+
+
+def test_workflows_pass_actionlint():
+    binary = shutil.which("actionlint")
+    assert binary, "actionlint is missing: pip install -r requirements.txt"
+    result = subprocess.run([binary, "-no-color"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
