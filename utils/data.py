@@ -257,7 +257,8 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
     if verbose:
         why = "オフラインのため" if error is None else "Hub から読み込めなかったため"
         print(f"⚠ {why}、{name} の代わりに {description} を使います（オフライン用の代替データ）。")
-    return _to_image_dataset(images, labels, f"{FALLBACK_PREFIX}: {description}")
+    dataset = _to_image_dataset(images, labels, f"{FALLBACK_PREFIX}: {description}")
+    return _standardise_image_column(dataset, image_column, name)  # a wrong column fails as it would online
 
 
 def find_images(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:

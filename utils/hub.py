@@ -79,8 +79,9 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = False,
-                commit_message: str = "Upload diffusion model") -> str | None:
-    """Upload ``folder`` to the Hub when online and logged in; otherwise say why (in Japanese) and return None."""
+                commit_message: str = "Upload diffusion model", ignore_patterns: list[str] | None = None) -> str | None:
+    """Upload ``folder`` (minus ``ignore_patterns``) to the Hub when online and logged in; otherwise say why
+    (in Japanese) and return None."""
     if not is_online():
         print("オフラインのため、Hub へのアップロードはスキップします。")
         return None
@@ -92,7 +93,8 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False,
 
     repo_id = full_repo_name(repo_id)
     create_repo(repo_id, private=private, exist_ok=True)
-    upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                  ignore_patterns=ignore_patterns)
     url = f"https://huggingface.co/{repo_id}"
     print(f"アップロードしました: {url}")
     return url

@@ -1,0 +1,332 @@
+"""unit1/train_unconditional.py: tiny end-to-end runs on generated images, checkpoints, exact resume, bad input."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "unit1" / "train_unconditional.py"
+TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": 4,
+             "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
+NUM_GOOD_IMAGES = 10
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_unconditional", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+script = load_script()
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_fresh_accelerate_state():
+    """Tiny models run fastest on one thread; each run gets a fresh Accelerate singleton state."""
+    from accelerate.state import AcceleratorState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A folder of images of mixed modes and sizes plus two broken files, and a tiny UNet config."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "images"
+    (folder / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    modes = ["RGB", "L", "RGBA", "P", "LA"]
+    for i in range(NUM_GOOD_IMAGES):
+        w, h = 8 + 3 * i, 10 + i
+        array = np.zeros((h, w, 3), np.uint8)
+        array[..., i % 3] = rng.integers(100, 256, (h, w))
+        target = folder / "nested" if i % 4 == 0 else folder
+        Image.fromarray(array).convert(modes[i % len(modes)]).save(target / f"{i:02d}.png")
+    (folder / "corrupt.png").write_bytes(b"this is not an image")
+    good = (folder / "01.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "empty").mkdir()
+    config = root / "tiny_unet.json"
+    config.write_text(json.dumps(TINY_UNET))
+    return {"folder": folder, "config": config, "empty": root / "empty"}
+
+
+def run(data, output_dir, *extra, folder=True):
+    """Run the script in-process with the tiny UNet (on the generated folder unless ``folder`` is False or
+    ``extra`` names a data source); returns the exit code. Later flags override earlier ones."""
+    args = ["--model_config_name_or_path", str(data["config"]), "--resolution", "8", "--train_batch_size", "4",
+            "--eval_batch_size", "2", "--num_inference_steps", "2", "--lr_warmup_steps", "0", "--logger", "none",
+            "--output_dir", str(output_dir)]
+    if folder and "--dataset_name" not in extra and "--train_data_dir" not in extra:
+        args += ["--train_data_dir", str(data["folder"])]
+    return script.main([*args, *extra])
+
+
+def recipe(output_dir) -> dict:
+    return json.loads((Path(output_dir) / "recipe.json").read_text())
+
+
+def unet_weights(output_dir) -> dict:
+    return load_file(str(Path(output_dir) / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def checkpoint_steps(output_dir) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in Path(output_dir).glob("checkpoint-*"))
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    flags = """dataset_name dataset_config_name train_data_dir image_column resolution center_crop random_flip
+        train_batch_size eval_batch_size dataloader_num_workers num_epochs max_train_steps gradient_accumulation_steps
+        learning_rate lr_scheduler lr_warmup_steps adam_beta1 adam_beta2 adam_weight_decay adam_epsilon max_grad_norm
+        use_ema ema_inv_gamma ema_power ema_max_decay prediction_type ddpm_num_steps ddpm_beta_schedule
+        mixed_precision output_dir save_images_epochs save_model_epochs checkpointing_steps checkpoints_total_limit
+        resume_from_checkpoint logger push_to_hub hub_model_id hub_private_repo seed model_config_name_or_path
+        model_size channels sampler num_inference_steps eval_num_samples""".split()
+    missing = [flag for flag in flags if f"--{flag}" not in text]
+    assert not missing
+    assert "v_prediction" in text and "tiny" in text and "dpm++" in text
+
+
+@pytest.mark.parametrize("use_ema", [True, False], ids=["ema", "no-ema"])
+def test_end_to_end_run_saves_a_loadable_pipeline(data, tmp_path, use_ema):
+    from diffusers import DDPMPipeline
+
+    out = tmp_path / "run"
+    extra = ["--use_ema"] if use_ema else []
+    code = run(data, out, "--num_epochs", "2", "--save_images_epochs", "1", "--checkpointing_steps", "3",
+               "--logger", "tensorboard", "--random_flip", *extra)
+    assert code == 0
+    record = recipe(out)
+    # 10 readable images (mixed modes and sizes, converted), 2 broken ones skipped: 3 batches per epoch.
+    assert record["num_train_images"] == NUM_GOOD_IMAGES and record["skipped_images"] == 2
+    assert record["channels"] == 3 and record["optimizer_steps"] == 6 and record["images_seen"] == 2 * NUM_GOOD_IMAGES
+    for key in ("command", "dataset", "resolution", "model_size", "num_parameters", "train_batch_size",
+                "learning_rate", "lr_scheduler", "adam_beta1", "use_ema", "ema_max_decay", "device", "num_processes",
+                "mixed_precision", "train_minutes", "images_seen", "optimizer_steps", "final_loss", "versions",
+                "metrics"):
+        assert key in record, key
+    assert record["command"].startswith("python ") and "--num_epochs 2" in record["command"]
+    assert record["num_processes"] == 1 and record["metrics"] == {} and np.isfinite(record["final_loss"])
+    assert record["num_parameters"] == sum(v.numel() for v in unet_weights(out).values())
+    assert "torch" in record["versions"]
+
+    # The pipeline: safetensors, loadable, and the published weights are the EMA ones when EMA is on.
+    pipeline = DDPMPipeline.from_pretrained(out)
+    assert pipeline.unet.config.in_channels == 3 and pipeline.unet.config.sample_size == 8
+    image = pipeline(num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert image.shape == (1, 8, 8, 3)
+    assert not list((out / "unet").glob("*.bin"))
+    last = out / "checkpoint-6"
+    published = unet_weights(out)
+    raw = load_file(str(last / "model.safetensors"))
+    if use_ema:
+        assert_same_weights(published, load_file(str(last / "ema.safetensors")))
+        assert any(not torch.equal(published[k], raw[k]) for k in raw)
+    else:
+        assert not (last / "ema.safetensors").exists()
+        assert_same_weights(published, raw)
+
+    # Previews (epoch 1 and the final grid) as PNG and in TensorBoard; the model card carries the recipe.
+    for name in ("epoch_0001.png", "final.png"):
+        with Image.open(out / "samples" / name) as grid:
+            assert grid.mode == "RGB" and grid.width > 8
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    card = (out / "README.md").read_text()
+    assert "recipe.json" in card and "samples/final.png" in card and '"optimizer_steps": 6' in card
+
+
+def test_grayscale_mnist_offline_fallback(data, tmp_path):
+    out = tmp_path / "mnist"
+    assert run(data, out, "--dataset_name", "mnist", "--max_train_samples", "8", "--max_train_steps", "2") == 0
+    record = recipe(out)
+    assert record["channels"] == 1 and record["dataset"] == "mnist" and "MNIST" in record["dataset_fallback"]
+    assert unet_weights(out)["conv_in.weight"].shape[1] == 1
+    with Image.open(out / "samples" / "final.png") as grid:
+        assert grid.mode == "L"
+
+
+def test_default_dataset_is_the_labelled_butterfly_fallback(data, tmp_path):
+    out = tmp_path / "default"
+    assert run(data, out, "--max_train_samples", "4", "--max_train_steps", "1", folder=False) == 0
+    record = recipe(out)
+    assert record["dataset"] == "huggan/smithsonian_butterflies_subset" and record["dataset_fallback"]
+    assert record["channels"] == 3
+
+
+def test_checkpoint_limit_and_resume(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--checkpointing_steps", "2", "--checkpoints_total_limit", "2"]
+    assert run(data, out, "--max_train_steps", "6", *common) == 0
+    assert checkpoint_steps(out) == [4, 6]  # the newest two, as in the Diffusers example
+    state = json.loads((out / "checkpoint-6" / "training_state.json").read_text())
+    assert state["step"] == 6 and state["images_seen"] == 6 * 4 - 2 * 2  # two short last batches (10 = 4+4+2)
+
+    # Starting again in the same folder without saying what to do with the checkpoints is refused.
+    assert run(data, out, "--max_train_steps", "6", *common) == 2
+    assert "--resume_from_checkpoint latest" in capsys.readouterr().err
+    assert checkpoint_steps(out) == [4, 6]
+
+    # A half-written checkpoint left by a kill is never picked by 'latest', and it is cleaned up.
+    (out / ".checkpoint-8.tmp").mkdir()
+    assert run(data, out, "--max_train_steps", "10", "--resume_from_checkpoint", "latest", *common) == 0
+    assert "Resumed from" in capsys.readouterr().out
+    assert checkpoint_steps(out) == [8, 10] and not (out / ".checkpoint-8.tmp").exists()
+    assert recipe(out)["optimizer_steps"] == 10
+
+    # An explicit checkpoint by name; --overwrite_output_dir starts over and deletes the old ones.
+    assert run(data, out, "--max_train_steps", "12", "--resume_from_checkpoint", "checkpoint-8", *common) == 0
+    assert checkpoint_steps(out) == [10, 12]
+    assert run(data, out, "--max_train_steps", "2", "--overwrite_output_dir", *common) == 0
+    assert checkpoint_steps(out) == [2]
+
+
+def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path, capsys):
+    assert run(data, tmp_path / "new", "--max_train_steps", "1", "--resume_from_checkpoint", "latest") == 0
+    assert "starting a new run" in capsys.readouterr().out
+
+
+def test_killed_run_resumes_to_identical_weights(data, tmp_path):
+    """SIGKILL a run right after its first checkpoint, resume it, and compare with an uninterrupted run."""
+    args = [sys.executable, str(SCRIPT), "--train_data_dir", str(data["folder"]), "--model_config_name_or_path",
+            str(data["config"]), "--resolution", "8", "--train_batch_size", "4", "--max_train_steps", "24",
+            "--checkpointing_steps", "4", "--use_ema", "--random_flip", "--lr_warmup_steps", "3", "--logger", "none",
+            "--eval_batch_size", "2", "--num_inference_steps", "2", "--save_images_epochs", "1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def train(out, *extra, **kwargs):
+        return subprocess.run([*args, "--output_dir", str(out), *extra], env=env, capture_output=True, text=True,
+                              timeout=300, **kwargs)
+
+    full = train(tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*args, "--output_dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (killed / "checkpoint-4").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "model_index.json").exists() and (killed / "checkpoint-4").exists()
+
+    resumed = train(killed, "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(unet_weights(killed), unet_weights(tmp_path / "full"))
+    assert_same_weights(load_file(str(killed / "checkpoint-24" / "model.safetensors")),
+                        load_file(str(tmp_path / "full" / "checkpoint-24" / "model.safetensors")))
+    assert recipe(killed)["images_seen"] == recipe(tmp_path / "full")["images_seen"]
+    assert recipe(killed)["final_loss"] == recipe(tmp_path / "full")["final_loss"]
+
+
+def test_two_cpu_processes_train_different_shards_in_sync(data, tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT),
+               "--train_data_dir", str(data["folder"]), "--model_config_name_or_path", str(data["config"]),
+               "--resolution", "8", "--train_batch_size", "2", "--max_train_steps", "3", "--use_ema",
+               "--checkpointing_steps", "3", "--logger", "none", "--eval_batch_size", "2", "--num_inference_steps", "2",
+               "--output_dir", str(out)]
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = recipe(out)
+    assert record["num_processes"] == 2 and record["command"].startswith("torchrun --nproc_per_node 2")
+    assert record["images_seen"] == (2 + 2 + 1) * 2  # 5 images per process: batches of 2, 2 and 1
+    ranks = sorted(record["processes"], key=lambda p: p["rank"])
+    assert [p["rank"] for p in ranks] == [0, 1]
+    assert not set(ranks[0]["first_batch"]) & set(ranks[1]["first_batch"])  # different shards
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # replicas stayed in sync
+    assert len(list(tmp_path.rglob("model_index.json"))) == 1 and len(list(tmp_path.rglob("recipe.json"))) == 1
+    assert result.stdout.count("Saved the pipeline") == 1
+    assert sorted(p.name for p in (out / "checkpoint-3").glob("random_states_*")) == ["random_states_0.pkl",
+                                                                                      "random_states_1.pkl"]
+
+
+def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypatch):
+    import types
+
+    calls = []
+
+    def fake_evaluate_pipeline(pipeline, **kwargs):
+        calls.append((pipeline, kwargs))
+        return {"fake_score": 1.25}
+
+    metrics_module = types.ModuleType("utils.metrics")
+    metrics_module.evaluate_pipeline = fake_evaluate_pipeline
+    monkeypatch.setitem(sys.modules, "utils.metrics", metrics_module)
+    out = tmp_path / "eval"
+    assert run(data, out, "--max_train_steps", "1", "--eval_num_samples", "6", "--sampler", "euler", "--seed",
+               "3") == 0
+    (pipeline, kwargs), = calls
+    assert kwargs == {"num_samples": 6, "batch_size": 2, "sampler": "euler", "num_inference_steps": 2, "seed": 3}
+    assert pipeline.unet.config.sample_size == 8
+    assert recipe(out)["metrics"] == {"fake_score": 1.25}
+    card = (out / "README.md").read_text()
+    assert "fake_score" in card and "model-index" in card
+
+
+BAD_INPUTS = {
+    "unknown dataset": (["--dataset_name", "nobody/no-such-dataset"], "no offline fallback"),
+    "unknown column": (["--dataset_name", "mnist", "--image_column", "pixels"], "no column 'pixels'"),
+    "missing folder": (["--train_data_dir", "{tmp}/nowhere"], "does not exist"),
+    "empty folder": (["--train_data_dir", "{empty}"], "contains no readable images"),
+    "only broken images": (["--train_data_dir", "{broken}"], "no readable images"),
+    "both data sources": (["--dataset_name", "mnist", "--train_data_dir", "{empty}"], "not both"),
+    "indivisible resolution": (["--resolution", "9"], "multiple of 2"),
+    "bad model config": (["--model_config_name_or_path", "{tmp}/none.json"], "Cannot read a UNet2DModel config"),
+    "missing checkpoint": (["--resume_from_checkpoint", "{tmp}/checkpoint-99"], "does not exist"),
+    "push offline": (["--push_to_hub"], "not reachable"),
+    "token on the command line": (["--hub_token", "hf_secret"], "hf auth login"),
+    "fp16 on cpu": (["--mixed_precision", "fp16", "--cpu"], "needs a CUDA GPU"),
+    "zero batch size": (["--train_batch_size", "0"], "at least 1"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_gives_a_message_and_exit_code_2(data, tmp_path, capsys, name):
+    extra, message = BAD_INPUTS[name]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.jpg").write_bytes(b"\xff\xd8 broken")
+    paths = {"tmp": tmp_path, "empty": data["empty"], "broken": broken}
+    extra = [item.format(**paths) for item in extra]
+    out = tmp_path / "out"
+    assert run(data, out, *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (out / "recipe.json").exists()
+
+
+def test_push_without_login_stops_before_training(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(script, "is_online", lambda: True)
+    monkeypatch.setattr(script, "is_logged_in", lambda: False)
+    assert run(data, tmp_path / "out", "--push_to_hub") == 2
+    assert "not logged in" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was trained or written
