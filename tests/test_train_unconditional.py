@@ -270,26 +270,36 @@ def test_two_cpu_processes_train_different_shards_in_sync(data, tmp_path):
 
 
 def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypatch):
+    """utils.metrics is replaced by a recorder: this tests the script's side of the contract."""
     import types
+
+    import utils
 
     calls = []
 
-    def fake_evaluate_pipeline(pipeline, **kwargs):
-        calls.append((pipeline, kwargs))
+    def fake_evaluate_pipeline(pipeline, num_samples, batch_size, sampler, num_inference_steps, seed, reference=None):
+        calls.append(dict(pipeline=pipeline, num_samples=num_samples, batch_size=batch_size, sampler=sampler,
+                          num_inference_steps=num_inference_steps, seed=seed, reference=reference))
         return {"fake_score": 1.25}
 
-    metrics_module = types.ModuleType("utils.metrics")
-    metrics_module.evaluate_pipeline = fake_evaluate_pipeline
-    monkeypatch.setitem(sys.modules, "utils.metrics", metrics_module)
+    fake = types.ModuleType("utils.metrics")
+    fake.evaluate_pipeline, fake.MIN_SAMPLES = fake_evaluate_pipeline, 5
+    monkeypatch.setitem(sys.modules, "utils.metrics", fake)
+    monkeypatch.setattr(utils, "metrics", fake, raising=False)
     out = tmp_path / "eval"
     assert run(data, out, "--max_train_steps", "1", "--eval_num_samples", "6", "--sampler", "euler", "--seed",
                "3") == 0
-    (pipeline, kwargs), = calls
-    assert kwargs == {"num_samples": 6, "batch_size": 2, "sampler": "euler", "num_inference_steps": 2, "seed": 3}
-    assert pipeline.unet.config.sample_size == 8
+    (call,) = calls
+    assert call["pipeline"].unet.config.sample_size == 8
+    assert (call["num_samples"], call["batch_size"], call["sampler"], call["num_inference_steps"], call["seed"]) == (
+        6, 2, "euler", 2, 3)
+    reference = call["reference"]  # RGB models are compared with the real training images
+    assert reference.shape == (NUM_GOOD_IMAGES, 3, 8, 8) and reference.min() >= -1 and reference.max() <= 1
     assert recipe(out)["metrics"] == {"fake_score": 1.25}
     card = (out / "README.md").read_text()
     assert "fake_score" in card and "model-index" in card
+
+    assert run(data, tmp_path / "few", "--eval_num_samples", "4") == 2  # below MIN_SAMPLES: refused up front
 
 
 BAD_INPUTS = {

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import copy
 import hashlib
+import inspect
 import json
 import os
 import shlex
@@ -169,6 +170,15 @@ def check_args(args) -> None:
     for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if args.eval_num_samples:
+        try:
+            from utils import metrics
+        except ImportError as exc:
+            raise ConfigError(f"--eval_num_samples needs utils/metrics.py, which cannot be imported ({exc}).") from exc
+        minimum = getattr(metrics, "MIN_SAMPLES", 1)
+        if args.eval_num_samples < minimum:
+            raise ConfigError(f"--eval_num_samples must be 0 (no evaluation) or at least {minimum}, got "
+                              f"{args.eval_num_samples}. Use about 1000 for numbers you compare.")
     if args.hub_token is not None:
         raise ConfigError("--hub_token is not accepted: a token on the command line is stored in your shell "
                           "history and in logs. Run `hf auth login` once, then use --push_to_hub.")
@@ -289,6 +299,23 @@ def save_preview(unet, noise_scheduler, args, path: Path, accelerator, step: int
 def final_unet(model: torch.nn.Module, ema: EMA | None):
     """The weights to publish (EMA when on) as a contiguous copy, ready for save_pretrained."""
     return copy.deepcopy(ema.model if ema is not None else model).to(memory_format=torch.contiguous_format).eval()
+
+
+def write_recipe(output_dir: Path, recipe: dict, repo_id: str) -> None:
+    """recipe.json and the model card (README.md) that carries it and the metrics."""
+    (output_dir / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False, default=str))
+    write_model_card(output_dir, recipe, recipe["metrics"], repo_id=repo_id, sample_image="samples/final.png")
+
+
+def evaluate(pipeline, images: torch.Tensor, args) -> dict[str, float]:
+    """utils.metrics.evaluate_pipeline; RGB models are compared with (up to 5 000) training images."""
+    from utils.metrics import evaluate_pipeline
+
+    kwargs = dict(num_samples=args.eval_num_samples, batch_size=args.eval_batch_size, sampler=args.sampler,
+                  num_inference_steps=args.num_inference_steps, seed=args.seed)
+    if images.shape[1] == 3 and "reference" in inspect.signature(evaluate_pipeline).parameters:
+        kwargs["reference"] = images[:5000].float() / 127.5 - 1
+    return evaluate_pipeline(pipeline, **kwargs)
 
 
 # ---------------------------------------------------------------- training
@@ -464,13 +491,6 @@ def train(args) -> dict:
         pipeline = DDPMPipeline(unet=final_unet(unwrapped, ema), scheduler=noise_scheduler)
         save_pipeline_atomically(pipeline, output_dir)
         save_preview(pipeline.unet, noise_scheduler, args, output_dir / "samples" / "final.png", accelerator, step)
-        metrics = {}
-        if args.eval_num_samples > 0:
-            from utils.metrics import evaluate_pipeline
-
-            metrics = evaluate_pipeline(pipeline, num_samples=args.eval_num_samples, batch_size=args.eval_batch_size,
-                                        sampler=args.sampler, num_inference_steps=args.num_inference_steps,
-                                        seed=args.seed)
         recipe = {
             "command": launch_command(args.argv), **recipe_args, "dataset": data_info["dataset"],
             "dataset_fallback": data_info["fallback"], "num_train_images": data_info["num_train_images"],
@@ -482,11 +502,13 @@ def train(args) -> dict:
                                                  if accelerator.device.type == "cuda" else ""),
             "num_processes": world, "train_minutes": round(state["train_seconds"] / 60, 3),
             "images_seen": state["images_seen"], "optimizer_steps": step, "epochs": round(micro / micro_per_epoch, 3),
-            "final_loss": state["loss"], "versions": library_versions(), "processes": processes, "metrics": metrics,
+            "final_loss": state["loss"], "versions": library_versions(), "processes": processes, "metrics": {},
         }
-        (output_dir / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False, default=str))
         repo_id = args.hub_model_id or output_dir.resolve().name
-        write_model_card(output_dir, recipe, metrics, repo_id=repo_id, sample_image="samples/final.png")
+        write_recipe(output_dir, recipe, repo_id)
+        if args.eval_num_samples > 0:  # only once the model and its recipe are safe on disk
+            recipe["metrics"] = evaluate(pipeline, images, args)
+            write_recipe(output_dir, recipe, repo_id)
         print(f"Saved the pipeline, samples/final.png and recipe.json in {output_dir} "
               f"({step} steps, {recipe['train_minutes']:.1f} min, final loss {state['loss']:.4f}).")
         if args.push_to_hub:

@@ -1,0 +1,203 @@
+"""utils.training: the loss, EMA, data sharding, model sizes and checkpoint helpers of the training script."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from utils.training import (
+    EMA,
+    MODEL_SIZES,
+    ConfigError,
+    DiffusionLoss,
+    ShardedBatches,
+    build_unet,
+    check_resolution,
+    finish_checkpoint,
+    list_checkpoints,
+    make_optimizer,
+    remove_unfinished,
+    resolve_checkpoint,
+    save_pipeline_atomically,
+    seed_for,
+    temporary_name,
+    unet_config,
+)
+
+
+class ZeroModel(torch.nn.Module):
+    """Predicts zeros and remembers its inputs, so the loss equals the mean squared target."""
+
+    def forward(self, x, t):
+        self.inputs = (x, t)
+        return SimpleNamespace(sample=torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_diffusion_loss_matches_the_scheduler(prediction_type):
+    scheduler = DDPMScheduler(prediction_type=prediction_type)
+    loss_fn = DiffusionLoss(scheduler, prediction_type)
+    clean = torch.rand(6, 3, 4, 4) * 2 - 1
+    model = ZeroModel()
+    loss = loss_fn(model, clean, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)  # the same draws, in the same order
+    timesteps = torch.randint(0, 1000, (6,), generator=generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    noisy, seen_t = model.inputs
+    assert torch.equal(seen_t, timesteps)
+    torch.testing.assert_close(noisy, scheduler.add_noise(clean, noise, timesteps))
+    target = {"epsilon": noise, "sample": clean, "v_prediction": scheduler.get_velocity(clean, noise, timesteps)}
+    torch.testing.assert_close(loss, target[prediction_type].pow(2).mean())
+
+
+def test_diffusion_loss_rejects_unknown_prediction_types():
+    with pytest.raises(ConfigError, match="epsilon, sample, v_prediction"):
+        DiffusionLoss(DDPMScheduler(), "noise")
+
+
+def test_ema_matches_diffusers_ema_model(tmp_path):
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    ours = EMA(model, max_decay=0.99, inv_gamma=1.0, power=0.75)
+    theirs = EMAModel(model.parameters(), decay=0.99, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+    for _ in range(6):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        theirs.step(model.parameters())
+        ours.update(model)
+        for mine, reference in zip(ours.model.parameters(), theirs.shadow_params):
+            torch.testing.assert_close(mine, reference, rtol=0, atol=1e-6)
+    assert ours.decay() == pytest.approx(theirs.get_decay(theirs.optimization_step + 1))
+    assert not any(p.requires_grad for p in ours.model.parameters())
+
+    ours.save(tmp_path / "ema.safetensors")
+    restored = EMA(model)
+    restored.load(tmp_path / "ema.safetensors")
+    assert restored.num_updates == 6
+    for a, b in zip(restored.model.parameters(), ours.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_sharded_batches_are_disjoint_equal_and_reproducible():
+    images = torch.arange(11, dtype=torch.uint8).view(11, 1, 1, 1).expand(11, 1, 2, 2).contiguous()
+    ranks = [ShardedBatches(images, batch_size=2, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert len(ranks[0]) == 3  # 5 images per process (one image sits out this epoch): 2 + 2 + 1
+    for epoch in range(3):
+        shards = [set(b.shard(epoch).tolist()) for b in ranks]
+        assert len(shards[0]) == len(shards[1]) == 5 and not shards[0] & shards[1]
+    assert not torch.equal(ranks[0].shard(0), ranks[0].shard(1))  # a fresh order every epoch
+    again = ShardedBatches(images, batch_size=2, seed=3, rank=1, world_size=2)
+    assert torch.equal(again.shard(2), ranks[1].shard(2))
+    indices = ranks[1].indices(1, 2)
+    batch = ranks[1].batch(1, 2)  # fetched directly, without going through the earlier batches
+    assert batch.dtype == torch.float32 and batch.shape == (1, 1, 2, 2)
+    torch.testing.assert_close(batch[:, 0, 0, 0], indices.float() / 127.5 - 1)
+
+
+def test_sharded_batches_flip_with_the_generator():
+    images = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(8, 1, 1, 1)
+    batches = ShardedBatches(images, batch_size=8, flip=True)
+    first = batches.batch(0, 0, torch.Generator().manual_seed(1))
+    assert torch.equal(first, batches.batch(0, 0, torch.Generator().manual_seed(1)))
+    plain = images.float() / 127.5 - 1
+    flipped = [torch.equal(x, plain[0].flip(-1)) for x in first]
+    assert all(flipped[i] or torch.equal(first[i], plain[0]) for i in range(8)) and 0 < sum(flipped) < 8
+
+
+def test_sharded_batches_reject_bad_input():
+    with pytest.raises(ValueError, match="uint8"):
+        ShardedBatches(torch.zeros(4, 1, 2, 2), batch_size=2)
+    with pytest.raises(ConfigError, match="fewer processes"):
+        ShardedBatches(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), batch_size=2, world_size=2)
+
+
+def test_seed_for_is_deterministic_and_distinct():
+    assert seed_for(0, 5, 1) == seed_for(0, 5, 1)
+    assert len({seed_for(0, step, rank) for step in range(50) for rank in range(4)}) == 200
+    assert 0 <= seed_for(2**40, 10**9) < 2**63
+
+
+def test_model_sizes_and_resolution_checks(tmp_path):
+    assert set(MODEL_SIZES) == {"tiny", "small", "base"}
+    small = build_unet(unet_config("small"), 32, 3)
+    assert small.config.block_out_channels == (64, 128, 128, 256) and small.config.sample_size == 32
+    assert 18_000_000 < sum(p.numel() for p in small.parameters()) < 19_000_000  # the course's 32 px model
+    check_resolution(64, unet_config("base"))
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        check_resolution(48, unet_config("base"))
+    with pytest.raises(ConfigError, match="multiple of 8 \\(e.g. 16 or 24\\)"):
+        check_resolution(20, unet_config("small"))
+    with pytest.raises(ConfigError, match="tiny, small, base"):
+        unet_config("huge")
+
+    config = {"block_out_channels": [8, 16], "norm_num_groups": 4, "down_block_types": ["DownBlock2D"] * 2,
+              "up_block_types": ["UpBlock2D"] * 2, "in_channels": 3}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    gray = build_unet(unet_config(config_path=str(tmp_path / "config.json")), 8, 1)  # channels come from the data
+    assert gray.config.in_channels == gray.config.out_channels == 1
+    DDPMPipeline(unet=gray, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "pipeline")
+    assert unet_config(config_path=str(tmp_path / "pipeline"))["block_out_channels"] == [8, 16]
+    with pytest.raises(ConfigError, match="Cannot read"):
+        unet_config(config_path=str(tmp_path / "missing"))
+
+
+def test_make_optimizer_uses_the_fused_kernel_on_cpu():
+    optimizer = make_optimizer(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    assert optimizer.defaults["fused"] is True and optimizer.defaults["betas"] == (0.95, 0.999)
+
+
+def make_checkpoint(folder, step):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "training_state.json").write_text(json.dumps({"step": step}))
+    return path
+
+
+def test_checkpoint_listing_limit_and_resolution(tmp_path):
+    for step in (9, 10, 100):
+        make_checkpoint(tmp_path, step)
+    (tmp_path / ".checkpoint-200.tmp").mkdir()
+    (tmp_path / "checkpoint-notes").mkdir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-9", "checkpoint-10", "checkpoint-100"]
+    assert resolve_checkpoint("latest", tmp_path).name == "checkpoint-100"
+    assert resolve_checkpoint("checkpoint-10", tmp_path).name == "checkpoint-10"
+    assert resolve_checkpoint(str(tmp_path / "checkpoint-9"), "elsewhere").name == "checkpoint-9"
+    assert resolve_checkpoint("latest", tmp_path / "empty") is None
+    with pytest.raises(ConfigError, match="checkpoint-9, checkpoint-10, checkpoint-100"):
+        resolve_checkpoint("checkpoint-11", tmp_path)
+
+    final = tmp_path / "checkpoint-110"
+    tmp = temporary_name(final)
+    tmp.mkdir()
+    (tmp / "training_state.json").write_text("{}")
+    removed = finish_checkpoint(tmp, final, total_limit=2)
+    assert [p.name for p in removed] == ["checkpoint-9", "checkpoint-10"] and not tmp.exists()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-100", "checkpoint-110"]
+
+
+def test_remove_unfinished_cleans_up_and_restores(tmp_path):
+    make_checkpoint(tmp_path, 5)
+    (tmp_path / ".checkpoint-10.tmp").mkdir()
+    (tmp_path / ".pipeline.tmp").mkdir()
+    make_checkpoint(tmp_path, 7).rename(tmp_path / ".checkpoint-7.old")  # killed mid-replacement
+    (tmp_path / ".checkpoint-5.old").mkdir()  # killed after the new copy was in place
+    remove_unfinished(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-5", "checkpoint-7"]
+
+
+def test_save_pipeline_atomically_replaces_the_previous_pipeline(tmp_path):
+    config = {"block_out_channels": (8, 16), "norm_num_groups": 4, "down_block_types": ("DownBlock2D",) * 2,
+              "up_block_types": ("UpBlock2D",) * 2, "sample_size": 8}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        unet = UNet2DModel(**config)
+        save_pipeline_atomically(DDPMPipeline(unet=unet, scheduler=DDPMScheduler()), tmp_path)
+    loaded = DDPMPipeline.from_pretrained(tmp_path)
+    assert torch.equal(loaded.unet.conv_in.weight, unet.conv_in.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_index.json", "scheduler", "unet"]
+    assert list((tmp_path / "unet").glob("*.safetensors"))
