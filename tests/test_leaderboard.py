@@ -1,0 +1,89 @@
+"""utils.leaderboard: recipe.json files -> a sorted markdown table and a quality-vs-compute plot."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from utils.leaderboard import MISSING, RecipeError, leaderboard_markdown, load_recipes, main, sort_recipes
+
+
+def write_recipe(folder, **recipe):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
+    return folder / "recipe.json"
+
+
+@pytest.fixture
+def recipes(tmp_path):
+    common = dict(dataset="mnist", device="cpu", num_processes=1, mixed_precision="no", model_size="small",
+                  num_parameters=687_000, train_batch_size=64, learning_rate=1e-3)
+    return [
+        write_recipe(tmp_path / "ddpm-3min", **common, train_minutes=3.1, images_seen=25_600,
+                     command="accelerate launch unit1/train_unconditional.py --train_minutes 3",
+                     metrics={"fid": 12.0, "fid_floor": 1.5, "kid_mean": 0.02, "kid_std": 0.001,
+                              "coverage": 0.97, "confidence": 0.9, "num_samples": 1000}),
+        write_recipe(tmp_path / "ddpm-15min", **common, train_minutes=15.0, images_seen=128_000,
+                     command="accelerate launch unit1/train_unconditional.py --train_minutes 15",
+                     metrics={"fid": 3.0, "fid_floor": 1.5, "kid_mean": 0.004, "kid_std": 0.0005,
+                              "coverage": 0.99, "confidence": 0.95, "num_samples": 1000}),
+        write_recipe(tmp_path / "naive-baseline", dataset="mnist", train_minutes=3.0, images_seen=40_000,
+                     command="python naive.py --note 'a|b'", metrics={"fid": 80.0, "fid_floor": 1.5}),
+        write_recipe(tmp_path / "not-evaluated", dataset="mnist", device="cuda", num_processes=2,
+                     mixed_precision="fp16", train_minutes=1.0, images_seen=10_000, metrics={}),
+    ]
+
+
+def table_rows(markdown):
+    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| 順位")]
+
+
+def test_table_is_sorted_by_fid_with_missing_values_as_dashes(recipes):
+    rows = table_rows(leaderboard_markdown(load_recipes(recipes)))
+    assert [row.split(" | ")[1] for row in rows] == ["ddpm-15min", "ddpm-3min", "naive-baseline", "not-evaluated"]
+    best = rows[0].split(" | ")
+    assert best[:5] == ["| 1", "ddpm-15min", "3", "2.00×", "0.004 ± 0.0005"]
+    assert "cpu" in best and "15" in best and "128,000" in best and "1,000" in best and "small (0.69 M)" in best
+    assert best[-1] == "`accelerate launch unit1/train_unconditional.py --train_minutes 15` |"
+    unevaluated = rows[3].split(" | ")
+    assert unevaluated[2] == MISSING and unevaluated[-1] == f"{MISSING} |"
+    assert "cuda ×2 (fp16)" in unevaluated
+    assert "`python naive.py --note 'a\\|b'`" in rows[2]  # a pipe inside a command does not break the table
+
+
+def test_sorting_direction_follows_the_metric(recipes):
+    loaded = load_recipes(recipes)
+    by_coverage = [r["metrics"].get("coverage") for r in sort_recipes(loaded, "coverage")]
+    assert by_coverage == [0.99, 0.97, None, None]
+
+
+def test_command_line_writes_markdown_and_plot(recipes, tmp_path, capsys):
+    markdown, plot = tmp_path / "out" / "leaderboard.md", tmp_path / "out" / "leaderboard.png"
+    folders = [str(path.parent) for path in recipes]  # a folder means its recipe.json
+    assert main([*folders, "--markdown", str(markdown), "--plot", str(plot)]) == 0
+    text = markdown.read_text(encoding="utf-8")
+    assert len(table_rows(text)) == 4
+    assert "`python -m utils.leaderboard " in text and "--plot" in text  # the command that made it
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.width > 600
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON list"),
+    ('{"metrics": 3}', "'metrics' must be an object"),
+])
+def test_unreadable_recipes_get_clear_messages(tmp_path, content, message):
+    path = tmp_path / "recipe.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(RecipeError, match=message):
+        load_recipes([path])
+
+
+def test_plot_without_any_metric_is_an_error_not_an_empty_figure(tmp_path, capsys):
+    path = write_recipe(tmp_path / "run", dataset="mnist", metrics={})
+    assert main([str(path), "--plot", str(tmp_path / "plot.png")]) == 2
+    assert "nothing to plot" in capsys.readouterr().err
+    assert not (tmp_path / "plot.png").exists()

@@ -1,0 +1,211 @@
+"""Collect training recipes (``recipe.json`` files written by the training script) into a leaderboard.
+
+    python -m utils.leaderboard RUN_DIR/recipe.json [MORE ...] --markdown OUT.md --plot OUT.png
+
+The markdown table is sorted by the metric (lower FID is better) and shows the device, training minutes,
+images seen and the exact command of each recipe; the plot shows quality against compute.
+A folder argument means the ``recipe.json`` inside it. Missing values are shown as "—".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+MISSING = "—"
+LOWER_IS_BETTER = {"fid": True, "kid_mean": True, "coverage": False, "confidence": False}
+DISPLAY_NAMES = {"fid": "FID", "kid_mean": "KID"}
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be read; the message says which file and why."""
+
+
+def load_recipes(paths) -> list[dict]:
+    """Read recipe.json files (a folder means its recipe.json); each gets its source path under ``_source``."""
+    recipes = []
+    for path in map(Path, paths):
+        file = path / "recipe.json" if path.is_dir() else path
+        if not file.is_file():
+            raise RecipeError(f"{file} does not exist. Pass recipe.json files, or the output folders of "
+                              "the training script that contain one.")
+        try:
+            recipe = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"{file} is not valid JSON ({exc}).") from exc
+        if not isinstance(recipe, dict):
+            raise RecipeError(f"{file} holds a JSON {type(recipe).__name__}, not an object of recipe settings.")
+        if not isinstance(recipe.get("metrics", {}), dict):
+            raise RecipeError(f"{file}: 'metrics' must be an object such as {{\"fid\": 12.3}}.")
+        recipes.append({**recipe, "_source": str(file)})
+    if not recipes:
+        raise RecipeError("No recipes given: pass at least one recipe.json.")
+    return recipes
+
+
+def metric_value(recipe: dict, metric: str) -> float | None:
+    value = (recipe.get("metrics") or {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def sort_recipes(recipes: list[dict], metric: str = "fid") -> list[dict]:
+    """Best first by ``metric`` within each dataset; recipes without the metric go last."""
+    sign = 1 if LOWER_IS_BETTER.get(metric, True) else -1
+
+    def key(recipe):
+        value = metric_value(recipe, metric)
+        return (str(recipe.get("dataset", "")), value is None, 0.0 if value is None else sign * value)
+
+    return sorted(recipes, key=key)
+
+
+def recipe_name(recipe: dict) -> str:
+    """The run's folder name (the folder that holds its recipe.json)."""
+    return Path(recipe.get("_source", "?")).parent.name or "?"
+
+
+def _number(value, digits: int = 3) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return MISSING
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1000):
+        return f"{int(value):,}"
+    return f"{value:.{digits}g}"
+
+
+def _device(recipe: dict) -> str:
+    device = recipe.get("device")
+    if device is None:
+        return MISSING
+    text = str(device)
+    if isinstance(recipe.get("num_processes"), int) and recipe["num_processes"] > 1:
+        text += f" ×{recipe['num_processes']}"
+    if recipe.get("mixed_precision") not in (None, "no"):
+        text += f" ({recipe['mixed_precision']})"
+    return text
+
+
+def _model(recipe: dict) -> str:
+    size, params = recipe.get("model_size"), recipe.get("num_parameters")
+    params = f"{params / 1e6:.2f} M" if isinstance(params, (int, float)) else None
+    parts = [str(p) for p in (size, params) if p is not None]
+    if not parts:
+        return MISSING
+    return parts[0] if len(parts) == 1 else f"{parts[0]} ({parts[1]})"
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str | None = None) -> str:
+    """A markdown table of the recipes, best first, with a note on how to read it and the command that made it."""
+    name = DISPLAY_NAMES.get(metric, metric)
+    headers = ["順位", "レシピ", f"{name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'}", "下限比",
+               "KID", "coverage", "確信度", "データ", "モデル", "デバイス", "学習時間（分）", "学習画像数",
+               "評価枚数", "コマンド"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---:"] + ["---"] + ["---:"] * 5 + ["---"] * 3
+                                                                   + ["---:"] * 3 + ["---"]) + "|"]
+    for rank, recipe in enumerate(sort_recipes(recipes, metric), start=1):
+        metrics = recipe.get("metrics") or {}
+        value, floor = metric_value(recipe, metric), metric_value(recipe, "fid_floor")
+        ratio = f"{value / floor:.2f}×" if metric == "fid" and value is not None and floor else MISSING
+        kid = _number(metrics.get("kid_mean"))
+        if kid != MISSING and isinstance(metrics.get("kid_std"), (int, float)):
+            kid += f" ± {_number(metrics['kid_std'], 2)}"
+        command_text = f"`{_cell(recipe['command'])}`" if recipe.get("command") else MISSING
+        row = [rank, recipe_name(recipe), _number(value), ratio, kid, _number(metrics.get("coverage")),
+               _number(metrics.get("confidence")), recipe.get("dataset", MISSING), _model(recipe),
+               _device(recipe), _number(recipe.get("train_minutes")), _number(recipe.get("images_seen")),
+               _number(metrics.get("num_samples"))]
+        lines.append("| " + " | ".join([*map(_cell, row), command_text]) + " |")
+    notes = ["", f"{name} が小さいほど本物の画像に近いことを表します。" if LOWER_IS_BETTER.get(metric, True)
+             else f"{name} が大きいほど良い結果です。",
+             "「下限比」は FID を本物どうしの FID（fid_floor）で割った値で、1 に近いほど本物の数字と見分けがつきません。"
+             "数値を比べられるのは、同じデータ・同じ評価枚数のレシピどうしだけです。"]
+    if command:
+        notes.append(f"この表と図は `{command}` で作成しました。")
+    return "\n".join(lines + notes) + "\n"
+
+
+def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
+    """Quality against compute: the metric versus training minutes and versus images seen; returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    from .viz import use_japanese_font
+
+    use_japanese_font()
+    ranked = [(rank, r) for rank, r in enumerate(sort_recipes(recipes, metric), start=1)
+              if metric_value(r, metric) is not None]
+    if not ranked:
+        raise RecipeError(f"None of the recipes has the metric {metric!r} in its 'metrics'; nothing to plot.")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    devices = sorted({_device(r) for _, r in ranked})
+    colors = dict(zip(devices, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10))
+    floors = [metric_value(r, "fid_floor") for _, r in ranked if metric == "fid"]
+    floors = [f for f in floors if f is not None]
+    for ax, key, label in zip(axes, ("train_minutes", "images_seen"), ("学習時間（分）", "学習に使った画像の枚数")):
+        for device in devices:
+            points = [(r[key], metric_value(r, metric), rank) for rank, r in ranked
+                      if _device(r) == device and isinstance(r.get(key), (int, float)) and r[key] > 0]
+            if not points:
+                continue
+            xs, ys, ranks = zip(*points)
+            ax.scatter(xs, ys, color=colors[device], label=device, s=40, zorder=3)
+            for x, y, rank in points:
+                ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        if floors:
+            ax.axhline(sum(floors) / len(floors), color="gray", linestyle="--", label="本物どうし（下限）")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (3, 10, 2e+04) instead of 3×10⁰
+            axis.set_major_formatter(ticker.LogFormatter())
+            axis.set_minor_formatter(ticker.LogFormatter(minor_thresholds=(2, 0.5)))
+        ax.set_xlabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(f"{DISPLAY_NAMES.get(metric, metric)}（{'小さいほど良い' if LOWER_IS_BETTER.get(metric, True) else '大きいほど良い'}）")
+    axes[0].legend(fontsize=9)
+    fig.suptitle("レシピの品質と計算量（点の番号は表の順位）")
+    fig.tight_layout()
+    return fig
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipes", nargs="+", help="recipe.json files, or folders that contain one")
+    parser.add_argument("--metric", default="fid", help="key of the recipes' 'metrics' to sort by (default: fid)")
+    parser.add_argument("--markdown", type=Path, help="write the table here (default: print it)")
+    parser.add_argument("--plot", type=Path, help="write the quality-vs-compute scatter plot (PNG) here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = " ".join(["python -m utils.leaderboard",
+                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    try:
+        recipes = load_recipes(args.recipes)
+        table = leaderboard_markdown(recipes, args.metric, command)
+        figure = plot_leaderboard(recipes, args.metric) if args.plot else None
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table, encoding="utf-8")
+        print(f"wrote {args.markdown}")
+    else:
+        print(table)
+    if figure is not None:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
