@@ -206,6 +206,20 @@ def test_checkpoint_limit_and_resume(data, tmp_path, capsys):
     assert checkpoint_steps(out) == [2]
 
 
+def test_torch_compile_flag_compiles_the_training_model(data, tmp_path, monkeypatch):
+    """The wiring only: a real inductor compile takes minutes on a small CPU, too long for the test suite."""
+    compiled = []
+
+    def fake_compile(model, **kwargs):
+        compiled.append((model, kwargs))
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    assert run(data, tmp_path / "compiled", "--max_train_steps", "1", "--torch_compile") == 0
+    (model, kwargs), = compiled
+    assert kwargs["backend"] == "inductor" and isinstance(model, torch.nn.Module)
+
+
 def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path, capsys):
     assert run(data, tmp_path / "new", "--max_train_steps", "1", "--resume_from_checkpoint", "latest") == 0
     assert "starting a new run" in capsys.readouterr().out

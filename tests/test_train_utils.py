@@ -18,6 +18,7 @@ from utils.training import (
     finish_checkpoint,
     list_checkpoints,
     make_optimizer,
+    memory_format_for,
     remove_unfinished,
     resolve_checkpoint,
     save_pipeline_atomically,
@@ -149,6 +150,13 @@ def test_model_sizes_and_resolution_checks(tmp_path):
 def test_make_optimizer_uses_the_fused_kernel_on_cpu():
     optimizer = make_optimizer(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
     assert optimizer.defaults["fused"] is True and optimizer.defaults["betas"] == (0.95, 0.999)
+
+
+def test_memory_format_defaults_to_channels_last_on_cuda_only():
+    assert memory_format_for("cpu") == torch.contiguous_format
+    assert memory_format_for("cuda") == torch.channels_last
+    assert memory_format_for("cpu", channels_last=True) == torch.channels_last
+    assert memory_format_for("cuda", channels_last=False) == torch.contiguous_format
 
 
 def make_checkpoint(folder, step):

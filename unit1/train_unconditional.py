@@ -29,7 +29,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 if __package__ in (None, ""):  # run as a script: make the course's utils importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -51,6 +53,7 @@ from utils.training import (
     finish_checkpoint,
     list_checkpoints,
     make_optimizer,
+    memory_format_for,
     remove_unfinished,
     resolve_checkpoint,
     save_pipeline_atomically,
@@ -88,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     model = p.add_argument_group("model and noise schedule")
     model.add_argument("--model_size", default="small", choices=tuple(MODEL_SIZES), help="Named UNet2DModel size: "
-                       "tiny (~1.4 M parameters, CPU), small (the course's 18.5 M model), base (the Diffusers "
+                       "tiny (~1.1 M parameters, CPU), small (the course's 18.5 M model), base (the Diffusers "
                        "example's model, resolution must be a multiple of 32).")
     model.add_argument("--model_config_name_or_path", help="A UNet2DModel config.json (or a folder with one) to use "
                        "instead of --model_size; sample_size and channels are set from the data.")
@@ -122,8 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--seed", type=int, default=0, help="Seed for the model, data order and noise: the same "
                        "seed gives the same run, also when it is interrupted and resumed.")
     train.add_argument("--cpu", action="store_true", help="Train on the CPU even if a GPU is available.")
-    train.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
-                       help="Use the channels-last memory layout (faster convolutions).")
+    train.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
+                       help="Channels-last memory layout for the convolutions (default: on for CUDA GPUs only).")
     train.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile "
                        "(slow start, faster steps on long GPU runs).")
 
@@ -217,7 +220,7 @@ def load_images(args, verbose: bool) -> tuple[torch.Tensor, dict]:
     if args.train_data_dir:
         paths, unreadable = find_images(args.train_data_dir)
         paths = paths[:args.max_train_samples]
-        load, count = (lambda i: _open(paths[i])), len(paths)
+        load, count = (lambda i: Image.open(paths[i])), len(paths)
         info = {"dataset": str(args.train_data_dir), "fallback": None}
     else:
         name = args.dataset_name or BUTTERFLIES
@@ -232,7 +235,7 @@ def load_images(args, verbose: bool) -> tuple[torch.Tensor, dict]:
             image = load(index)
             image.load()
         except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
-            return None, f"{index}: {exc}"
+            return None, f"image {index}: {exc}"
         tensor = preprocess_image(image, args.resolution, args.channels or 3, args.center_crop)
         return tensor.add_(1).mul_(127.5).round_().to(torch.uint8), image.mode in GRAYSCALE_MODES
 
@@ -240,6 +243,7 @@ def load_images(args, verbose: bool) -> tuple[torch.Tensor, dict]:
         results = list(pool.map(decode, range(count)))
     images = [tensor for tensor, _ in results if tensor is not None]
     skipped = len(unreadable) + len(results) - len(images)
+    example = str(unreadable[0]) if unreadable else next((why for tensor, why in results if tensor is None), "")
     if not images:
         raise DataError(f"None of the {len(results) + len(unreadable)} images of {info['dataset']!r} could be read.")
     images = torch.stack(images)
@@ -247,14 +251,8 @@ def load_images(args, verbose: bool) -> tuple[torch.Tensor, dict]:
     images = images[:, :channels].contiguous()
     if verbose:
         print(f"{len(images)} training images, {channels} channel(s), {args.resolution} px"
-              + (f"; skipped {skipped} unreadable image(s)" if skipped else ""))
+              + (f"; skipped {skipped} unreadable image(s), e.g. {example}" if skipped else ""))
     return images, {**info, "num_train_images": len(images), "skipped_images": skipped, "channels": channels}
-
-
-def _open(path):
-    from PIL import Image
-
-    return Image.open(path)
 
 
 # ---------------------------------------------------------------- helpers of the loop
@@ -287,8 +285,6 @@ def save_preview(unet, noise_scheduler, args, path: Path, accelerator, step: int
     grid = make_grid(images)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
-    import numpy as np
-
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, step, dataformats="NHWC")
@@ -332,6 +328,7 @@ def train(args) -> dict:
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
+        dynamo_backend="inductor" if args.torch_compile else "no",  # torch.compile inside prepare()
         cpu=args.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         log_with=None if args.logger == "none" else args.logger,
         project_config=ProjectConfiguration(project_dir=str(output_dir),
@@ -347,7 +344,8 @@ def train(args) -> dict:
     accelerator.wait_for_everyone()
 
     # Data: decoded once, then every process reads its own shard straight from memory.
-    images, data_info = load_images(args, verbose=accelerator.is_local_main_process)
+    with accelerator.main_process_first():  # one process downloads, the others read its cache
+        images, data_info = load_images(args, verbose=accelerator.is_local_main_process)
     batches = ShardedBatches(images, args.train_batch_size, seed=args.seed, rank=rank, world_size=world,
                              flip=args.random_flip)
     micro_per_epoch = len(batches)
@@ -360,7 +358,7 @@ def train(args) -> dict:
     # Model, noise schedule, EMA, optimizer and learning-rate schedule.
     set_seed(args.seed)
     unet = build_unet(config, args.resolution, data_info["channels"])
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    memory_format = memory_format_for(accelerator.device, args.channels_last)
     unet = unet.to(accelerator.device, memory_format=memory_format)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
                                     prediction_type=args.prediction_type)
@@ -373,7 +371,7 @@ def train(args) -> dict:
                                  num_training_steps=max_steps)
     model, optimizer = accelerator.prepare(unet, optimizer)
     unwrapped = accelerator.unwrap_model(model)
-    forward = torch.compile(model) if args.torch_compile else model
+    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the plain module under torch.compile
 
     state = {"step": 0, "images_seen": 0, "train_seconds": 0.0, "loss": None}
     if args.resume_path is not None:
@@ -436,7 +434,7 @@ def train(args) -> dict:
         clean = batches.batch(epoch, index, data_generator, accelerator.device, memory_format)
         update = (micro + 1) % ga == 0
         with contextlib.nullcontext() if update else accelerator.no_sync(model):
-            loss = loss_fn(forward, clean, noise_generator)
+            loss = loss_fn(model, clean, noise_generator)
             accelerator.backward(loss / ga)
         loss_sum += loss.detach()
         loss_count += 1

@@ -112,6 +112,13 @@ class DiffusionLoss:
         return F.mse_loss(prediction.float(), target.float())
 
 
+def memory_format_for(device, channels_last: bool | None = None) -> torch.memory_format:
+    """channels_last when asked, or by default on CUDA GPUs (it did not speed up training on a CPU here)."""
+    if channels_last is None:
+        channels_last = torch.device(device).type == "cuda"
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def make_optimizer(parameters, lr: float, betas=(0.95, 0.999), weight_decay: float = 1e-6, eps: float = 1e-8,
                    device=None) -> torch.optim.AdamW:
     """AdamW with the fused kernel where PyTorch has one for this device, else the foreach one."""

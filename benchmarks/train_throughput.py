@@ -1,0 +1,206 @@
+"""Training throughput of unit1/train_unconditional.py's step against a plain loop, side by side.
+
+Both variants train the course's 32 px UNet ("small", 18.5 M parameters) on the same images decoded once
+(the generated butterfly stand-in, so it runs offline), with the same batch size, AdamW settings, gradient
+clipping, cosine learning-rate schedule and EMA. They differ in how the step is written:
+
+* plain: the loop of notebook 01 plus the EMA of the Diffusers example script -- a DataLoader, default
+  AdamW, ``scheduler.add_noise``, diffusers' ``EMAModel`` and ``loss.item()`` every step;
+* script: the loop body of train_unconditional.py -- Accelerate, batches read from a uint8 tensor,
+  channels-last layout, fused AdamW, one foreach EMA update, the loss summed on the device.
+
+Every measurement runs in a fresh process (so peak memory belongs to one variant) and the variants
+alternate, so a busy machine slows both alike. The report gives the median over the repeats.
+
+    python benchmarks/train_throughput.py                       # 3 repeats x (1 warm-up + 3 timed steps)
+    python benchmarks/train_throughput.py --repeats 5 --steps 5 --torch_compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_images(num_images: int, resolution: int) -> torch.Tensor:
+    """The butterfly stand-in as uint8 (N, 3, R, R): decoded and resized once, like the script does."""
+    from utils.data import images_to_tensor, synthetic_butterflies
+
+    images = images_to_tensor(synthetic_butterflies(num_images, size=64), resolution)
+    return ((images + 1) * 127.5).round().to(torch.uint8)
+
+
+def plain_loop(images, args, device):
+    """Notebook 01's loop with the Diffusers example's EMA and clipping: yields after every step."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    from utils.data import make_dataloader
+    from utils.training import build_unet, unet_config
+
+    model = build_unet(unet_config("small"), args.resolution, 3).to(device)
+    noise_scheduler = DDPMScheduler(num_train_timesteps=1000)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+    lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=500, num_training_steps=10_000)
+    ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+    loader = make_dataloader(images.float() / 127.5 - 1, args.batch_size, shuffle=True, flip=True, drop_last=True)
+    losses = []
+    model.train()
+    while True:
+        for clean in loader:
+            clean = clean.to(device)
+            noise = torch.randn(clean.shape, device=device)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=device)
+            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+            loss = F.mse_loss(model(noisy, timesteps).sample, noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad()
+            ema.step(model.parameters())
+            losses.append(loss.item())
+            yield
+
+
+def script_loop(images, args, device):
+    """The loop body of train_unconditional.py (one process, no accumulation): yields after every step."""
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+
+    from utils.training import (
+        EMA,
+        DiffusionLoss,
+        ShardedBatches,
+        build_unet,
+        make_optimizer,
+        memory_format_for,
+        seed_for,
+        unet_config,
+    )
+
+    accelerator = Accelerator(cpu=device.type == "cpu", dynamo_backend="inductor" if args.torch_compile else "no")
+    memory_format = memory_format_for(accelerator.device, args.channels_last)
+    unet = build_unet(unet_config("small"), args.resolution, 3).to(accelerator.device, memory_format=memory_format)
+    loss_fn = DiffusionLoss(DDPMScheduler(num_train_timesteps=1000), "epsilon", accelerator.device, memory_format)
+    ema = EMA(unet, max_decay=0.9999, inv_gamma=1.0, power=0.75)
+    optimizer = make_optimizer(unet.parameters(), 1e-4, (0.95, 0.999), 1e-6, 1e-8, accelerator.device)
+    lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500, num_training_steps=10_000)
+    model, optimizer = accelerator.prepare(unet, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the plain module under torch.compile
+    batches = ShardedBatches(images, args.batch_size, seed=0, flip=True)
+    data_generator, noise_generator = torch.Generator(), torch.Generator(device=accelerator.device)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    model.train()
+    micro = 0
+    while True:
+        epoch, index = divmod(micro, len(batches))
+        data_generator.manual_seed(seed_for(0, micro, 0, 0))
+        noise_generator.manual_seed(seed_for(0, micro, 0, 1))
+        clean = batches.batch(epoch, index, data_generator, accelerator.device, memory_format)
+        loss = loss_fn(model, clean, noise_generator)
+        accelerator.backward(loss)
+        loss_sum += loss.detach()
+        micro += 1
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(unwrapped)
+        yield
+
+
+def measure(args) -> dict:
+    """Worker: run one variant for warm-up + timed steps; return images/s and peak memory."""
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Enough images for the timed steps without a partial batch (the plain loop drops the last one).
+    images = make_images(args.batch_size * (args.warmup + args.steps), args.resolution)
+    loop = (plain_loop if args.variant == "plain" else script_loop)(images, args, device)
+    for _ in range(args.warmup):
+        next(loop)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        next(loop)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"variant": args.variant, "images_per_second": args.steps * args.batch_size / seconds,
+            "seconds_per_step": seconds / args.steps, "peak_memory_mib": peak / 2**20,
+            "memory_kind": "CUDA max allocated" if device.type == "cuda" else "process peak RSS",
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="Fresh-process runs per variant.")
+    parser.add_argument("--steps", type=int, default=3, help="Timed training steps per run.")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed steps before timing.")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
+                        help="Script variant: channels-last layout (default: the script's, on for CUDA only).")
+    parser.add_argument("--torch_compile", action="store_true", help="Script variant: torch.compile the model.")
+    parser.add_argument("--output", help="Also write the results as JSON to this file.")
+    parser.add_argument("--variant", choices=("plain", "script"), help=argparse.SUPPRESS)  # worker mode
+    args = parser.parse_args(argv)
+    if args.variant:
+        print(json.dumps(measure(args)))
+        return
+
+    worker = [sys.executable, __file__, "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch_size",
+              str(args.batch_size), "--resolution", str(args.resolution)]
+    if args.channels_last is not None:
+        worker += ["--channels_last" if args.channels_last else "--no-channels_last"]
+    worker += ["--torch_compile"] if args.torch_compile else []
+    runs = {"plain": [], "script": []}
+    for repeat in range(args.repeats):
+        for variant in runs:
+            output = subprocess.run([*worker, "--variant", variant], check=True, capture_output=True, text=True,
+                                    env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
+            result = json.loads(output.strip().splitlines()[-1])
+            runs[variant].append(result)
+            print(f"repeat {repeat + 1}/{args.repeats} {variant:>6}: {result['images_per_second']:6.2f} images/s, "
+                  f"{result['seconds_per_step']:6.2f} s/step, peak {result['peak_memory_mib']:7.0f} MiB", flush=True)
+
+    summary = {variant: {"median_images_per_second": statistics.median(r["images_per_second"] for r in results),
+                         "median_peak_memory_mib": statistics.median(r["peak_memory_mib"] for r in results)}
+               for variant, results in runs.items()}
+    speedup = summary["script"]["median_images_per_second"] / summary["plain"]["median_images_per_second"]
+    first = runs["plain"][0]
+    print(f"\n{first['device']}, {first['threads']} threads, batch {args.batch_size}, {args.resolution} px, "
+          f"{args.repeats} repeats x {args.steps} timed steps, peak memory = {first['memory_kind']}")
+    print("| variant | median images/s | median peak memory (MiB) |\n|---|---:|---:|")
+    for variant, values in summary.items():
+        print(f"| {variant} | {values['median_images_per_second']:.2f} | {values['median_peak_memory_mib']:.0f} |")
+    print(f"speed-up of the script's step: {speedup:.2f}x")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "variant"},
+                                                 "runs": runs, "summary": summary, "speedup": speedup}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
