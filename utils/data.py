@@ -162,7 +162,7 @@ def real_mnist_digits(split: str = "train") -> tuple[list[Image.Image], list[int
     return images, [int(label) for label in y[keep]]
 
 
-def _fallback(name: str, split: str):
+def _fallback(name: str, split: str, max_samples: int | None = None):
     """(images, labels or None, Japanese description) for datasets that have an offline stand-in."""
     key = name.lower().removeprefix("ylecun/")
     if key == MNIST:
@@ -171,7 +171,8 @@ def _fallback(name: str, split: str):
     if name == BUTTERFLIES:
         if split != "train":
             raise DataError(f"{BUTTERFLIES} only has a 'train' split, not {split!r}.")
-        return synthetic_butterflies(), None, "utils が生成した合成の『ちょう』画像 1000 枚（本物の写真ではありません）"
+        n = 1000 if max_samples is None else min(max_samples, 1000)  # the real subset has 1000 images
+        return synthetic_butterflies(n), None, f"utils が生成した合成の『ちょう』画像 {n} 枚（本物の写真ではありません）"
     return None
 
 
@@ -244,7 +245,7 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
                 raise DataError(f"Dataset {name!r} was not found on the Hugging Face Hub ({exc}). Check the "
                                 "spelling on huggingface.co/datasets, or use a local folder "
                                 "(load_image_folder / --train_data_dir).") from exc
-    fallback = _fallback(name, split)
+    fallback = _fallback(name, split, max_samples)
     if fallback is None:
         reason = "the Hub is unreachable (offline)" if error is None else f"loading failed ({error})"
         raise DataError(f"Dataset {name!r} cannot be loaded: {reason}, and it has no offline fallback "
