@@ -10,7 +10,9 @@ clipping, cosine learning-rate schedule and EMA. They differ in how the step is 
   channels-last layout, fused AdamW, one foreach EMA update, the loss summed on the device.
 
 Every measurement runs in a fresh process (so peak memory belongs to one variant) and the variants
-alternate, so a busy machine slows both alike. The report gives the median over the repeats.
+alternate, so a busy machine slows both alike. The report gives the median over the repeats of
+images/s (wall clock) and of images per CPU-second (process CPU time), which is steadier on a shared
+machine; with --threads 1 it is not inflated by threads waiting for one another.
 
     python benchmarks/train_throughput.py                       # 3 repeats x (1 warm-up + 3 timed steps)
     python benchmarks/train_throughput.py --repeats 5 --steps 5 --torch_compile
@@ -129,6 +131,8 @@ def script_loop(images, args, device):
 def measure(args) -> dict:
     """Worker: run one variant for warm-up + timed steps; return images/s and peak memory."""
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Enough images for the timed steps without a partial batch (the plain loop drops the last one).
     images = make_images(args.batch_size * (args.warmup + args.steps), args.resolution)
@@ -138,16 +142,17 @@ def measure(args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         next(loop)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"variant": args.variant, "images_per_second": args.steps * args.batch_size / seconds,
-            "seconds_per_step": seconds / args.steps, "peak_memory_mib": peak / 2**20,
+            "seconds_per_step": seconds / args.steps, "cpu_seconds_per_step": cpu_seconds / args.steps,
+            "images_per_cpu_second": args.steps * args.batch_size / cpu_seconds, "peak_memory_mib": peak / 2**20,
             "memory_kind": "CUDA max allocated" if device.type == "cuda" else "process peak RSS",
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads()}
@@ -164,6 +169,7 @@ def main(argv=None) -> None:
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
                         help="Script variant: channels-last layout (default: the script's, on for CUDA only).")
     parser.add_argument("--torch_compile", action="store_true", help="Script variant: torch.compile the model.")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: PyTorch's choice).")
     parser.add_argument("--output", help="Also write the results as JSON to this file.")
     parser.add_argument("--variant", choices=("plain", "script"), help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args(argv)
@@ -176,6 +182,7 @@ def main(argv=None) -> None:
     if args.channels_last is not None:
         worker += ["--channels_last" if args.channels_last else "--no-channels_last"]
     worker += ["--torch_compile"] if args.torch_compile else []
+    worker += ["--threads", str(args.threads)] if args.threads else []
     runs = {"plain": [], "script": []}
     for repeat in range(args.repeats):
         for variant in runs:
@@ -184,18 +191,20 @@ def main(argv=None) -> None:
             result = json.loads(output.strip().splitlines()[-1])
             runs[variant].append(result)
             print(f"repeat {repeat + 1}/{args.repeats} {variant:>6}: {result['images_per_second']:6.2f} images/s, "
-                  f"{result['seconds_per_step']:6.2f} s/step, peak {result['peak_memory_mib']:7.0f} MiB", flush=True)
+                  f"{result['seconds_per_step']:6.2f} s/step, {result['images_per_cpu_second']:6.2f} images/CPU-s, "
+                  f"peak {result['peak_memory_mib']:7.0f} MiB", flush=True)
 
-    summary = {variant: {"median_images_per_second": statistics.median(r["images_per_second"] for r in results),
-                         "median_peak_memory_mib": statistics.median(r["peak_memory_mib"] for r in results)}
+    summary = {variant: {f"median_{key}": statistics.median(r[key] for r in results)
+                         for key in ("images_per_second", "images_per_cpu_second", "peak_memory_mib")}
                for variant, results in runs.items()}
     speedup = summary["script"]["median_images_per_second"] / summary["plain"]["median_images_per_second"]
     first = runs["plain"][0]
     print(f"\n{first['device']}, {first['threads']} threads, batch {args.batch_size}, {args.resolution} px, "
           f"{args.repeats} repeats x {args.steps} timed steps, peak memory = {first['memory_kind']}")
-    print("| variant | median images/s | median peak memory (MiB) |\n|---|---:|---:|")
+    print("| variant | median images/s | median images per CPU-second | median peak memory (MiB) |\n|---|---:|---:|---:|")
     for variant, values in summary.items():
-        print(f"| {variant} | {values['median_images_per_second']:.2f} | {values['median_peak_memory_mib']:.0f} |")
+        print(f"| {variant} | {values['median_images_per_second']:.2f} | {values['median_images_per_cpu_second']:.2f} | "
+              f"{values['median_peak_memory_mib']:.0f} |")
     print(f"speed-up of the script's step: {speedup:.2f}x")
     if args.output:
         Path(args.output).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "variant"},

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,15 +68,20 @@ def data(tmp_path_factory):
     return {"folder": folder, "config": config, "empty": root / "empty"}
 
 
-def run(data, output_dir, *extra, folder=True):
-    """Run the script in-process with the tiny UNet (on the generated folder unless ``folder`` is False or
-    ``extra`` names a data source); returns the exit code. Later flags override earlier ones."""
+def cli_args(data, output_dir, *extra, folder=True) -> list[str]:
+    """Arguments for a tiny run (on the generated folder unless ``folder`` is False or ``extra`` names a data
+    source). Later flags override earlier ones."""
     args = ["--model_config_name_or_path", str(data["config"]), "--resolution", "8", "--train_batch_size", "4",
             "--eval_batch_size", "2", "--num_inference_steps", "2", "--lr_warmup_steps", "0", "--logger", "none",
             "--output_dir", str(output_dir)]
     if folder and "--dataset_name" not in extra and "--train_data_dir" not in extra:
         args += ["--train_data_dir", str(data["folder"])]
-    return script.main([*args, *extra])
+    return [*args, *extra]
+
+
+def run(data, output_dir, *extra, folder=True) -> int:
+    """Run the script in-process; returns the exit code."""
+    return script.main(cli_args(data, output_dir, *extra, folder=folder))
 
 
 def recipe(output_dir) -> dict:
@@ -206,6 +212,17 @@ def test_checkpoint_limit_and_resume(data, tmp_path, capsys):
     assert checkpoint_steps(out) == [2]
 
 
+def test_gradient_accumulation_and_bf16_autocast(data, tmp_path):
+    out = tmp_path / "accumulate"
+    assert run(data, out, "--max_train_steps", "2", "--gradient_accumulation_steps", "2", "--mixed_precision",
+               "bf16") == 0
+    record = recipe(out)
+    # 2 updates x 2 micro-batches: batches of 4, 4, 2 (end of the 10-image epoch), 4.
+    assert record["optimizer_steps"] == 2 and record["images_seen"] == 14 and record["effective_batch_size"] == 8
+    assert record["mixed_precision"] == "bf16" and np.isfinite(record["final_loss"])
+    assert unet_weights(out)["conv_in.weight"].dtype == torch.float32  # autocast keeps float32 weights
+
+
 def test_torch_compile_flag_compiles_the_training_model(data, tmp_path, monkeypatch):
     """The wiring only: a real inductor compile takes minutes on a small CPU, too long for the test suite."""
     compiled = []
@@ -227,37 +244,33 @@ def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path, capsys):
 
 def test_killed_run_resumes_to_identical_weights(data, tmp_path):
     """SIGKILL a run right after its first checkpoint, resume it, and compare with an uninterrupted run."""
-    args = [sys.executable, str(SCRIPT), "--train_data_dir", str(data["folder"]), "--model_config_name_or_path",
-            str(data["config"]), "--resolution", "8", "--train_batch_size", "4", "--max_train_steps", "24",
-            "--checkpointing_steps", "4", "--use_ema", "--random_flip", "--lr_warmup_steps", "3", "--logger", "none",
-            "--eval_batch_size", "2", "--num_inference_steps", "2", "--save_images_epochs", "1000"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    common = ["--max_train_steps", "24", "--checkpointing_steps", "4", "--use_ema", "--random_flip",
+              "--lr_warmup_steps", "3", "--save_images_epochs", "1000"]
+    killed, full = tmp_path / "killed", tmp_path / "full"
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *cli_args(data, killed, *common)],
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def train(out, *extra, **kwargs):
-        return subprocess.run([*args, "--output_dir", str(out), *extra], env=env, capture_output=True, text=True,
-                              timeout=300, **kwargs)
+    def kill_after_first_checkpoint():
+        deadline = time.monotonic() + 240
+        while not (killed / "checkpoint-4").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
 
-    full = train(tmp_path / "full")
-    assert full.returncode == 0, full.stderr
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([*args, "--output_dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (killed / "checkpoint-4").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    assert run(data, full, *common) == 0  # the uninterrupted run, in this process meanwhile
+    killer.join()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (killed / "model_index.json").exists() and (killed / "checkpoint-4").exists()
 
-    resumed = train(killed, "--resume_from_checkpoint", "latest")
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_weights(unet_weights(killed), unet_weights(tmp_path / "full"))
+    assert run(data, killed, *common, "--resume_from_checkpoint", "latest") == 0
+    assert_same_weights(unet_weights(killed), unet_weights(full))
     assert_same_weights(load_file(str(killed / "checkpoint-24" / "model.safetensors")),
-                        load_file(str(tmp_path / "full" / "checkpoint-24" / "model.safetensors")))
-    assert recipe(killed)["images_seen"] == recipe(tmp_path / "full")["images_seen"]
-    assert recipe(killed)["final_loss"] == recipe(tmp_path / "full")["final_loss"]
+                        load_file(str(full / "checkpoint-24" / "model.safetensors")))
+    assert recipe(killed)["images_seen"] == recipe(full)["images_seen"]
+    assert recipe(killed)["final_loss"] == recipe(full)["final_loss"]
 
 
 def test_two_cpu_processes_train_different_shards_in_sync(data, tmp_path):

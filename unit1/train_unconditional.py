@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import inspect
 import json
@@ -293,8 +292,13 @@ def save_preview(unet, noise_scheduler, args, path: Path, accelerator, step: int
 
 
 def final_unet(model: torch.nn.Module, ema: EMA | None):
-    """The weights to publish (EMA when on) as a contiguous copy, ready for save_pretrained."""
-    return copy.deepcopy(ema.model if ema is not None else model).to(memory_format=torch.contiguous_format).eval()
+    """A fresh float32 UNet with the weights to publish (EMA when on), free of training wrappers (autocast)."""
+    from diffusers import UNet2DModel
+
+    source = ema.model if ema is not None else model
+    unet = UNet2DModel.from_config(source.config).to(next(source.parameters()).device)
+    unet.load_state_dict(source.state_dict())
+    return unet.eval()
 
 
 def write_recipe(output_dir: Path, recipe: dict, repo_id: str) -> None:
