@@ -1,0 +1,170 @@
+"""Compare samplers on a trained pipeline: sample quality and seconds per image at several step counts.
+
+    python benchmarks/samplers.py PIPELINE_DIR [--num_samples 100] [--output_dir unit1/images]
+
+Runs DDPM at 1000 steps and DDIM, DPM-Solver++ and Euler at 50 / 20 / 10 steps from the same starting
+noise, scores each sample set with utils.metrics (the digit metric for 1-channel models; Inception FID for
+RGB models needs --reference_dataset and torch-fidelity, otherwise only the time is reported), and writes
+samplers.md (a table with the command that made it) and samplers.png (quality against steps and time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the course's utils importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from utils.metrics import MetricUnavailable, digit_metrics, inception_metrics  # noqa: E402
+from utils.sampling import generate, make_scheduler  # noqa: E402
+
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "euler": "Euler"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pipeline_dir", type=Path, help="a folder saved by DDPMPipeline.save_pretrained")
+    parser.add_argument("--num_samples", type=int, default=100,
+                        help="images per sampler setting (kept small for CPUs, where DDPM's 1000 steps dominate "
+                             "the time; use 1000 for numbers comparable with the leaderboard)")
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "dpm++", "euler"], choices=tuple(SAMPLER_NAMES))
+    parser.add_argument("--steps", type=int, nargs="+", default=[50, 20, 10])
+    parser.add_argument("--ddpm_steps", type=int, default=1000, help="steps of the DDPM reference (0: skip it)")
+    parser.add_argument("--reference_dataset", help="for RGB models: a Hub dataset name whose images the samples "
+                        "are compared with (Inception FID; needs torch-fidelity)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", type=Path, default=Path("unit1/images"))
+    return parser.parse_args(argv)
+
+
+def load_pipeline(folder: Path):
+    from diffusers import DDPMPipeline
+
+    if not (folder / "model_index.json").is_file():
+        raise SystemExit(f"error: {folder} is not a saved pipeline (it has no model_index.json). Pass the "
+                         "output_dir of unit1/train_unconditional.py or a folder made with save_pretrained.")
+    return DDPMPipeline.from_pretrained(folder).to("cpu")
+
+
+def load_reference(name: str | None, unet, num_samples: int) -> torch.Tensor | None:
+    """Real images for RGB models, at the model's resolution (None when no dataset was named)."""
+    if name is None:
+        return None
+    from utils import images_to_tensor, load_image_dataset
+
+    dataset = load_image_dataset(name, max_samples=2 * num_samples)
+    return images_to_tensor(dataset["image"], unet.config.sample_size, unet.config.in_channels, center_crop=True)
+
+
+def score(samples: torch.Tensor, reference: torch.Tensor | None) -> dict[str, float]:
+    """The metric for these samples, or {} (with the reason printed) where there is none."""
+    if samples.shape[1] == 1:
+        return digit_metrics(samples)
+    try:
+        if reference is None:
+            raise MetricUnavailable("RGB samples need --reference_dataset to compare with")
+        return inception_metrics(samples, reference)
+    except MetricUnavailable as exc:
+        print(f"  (no quality metric: {exc})")
+        return {}
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    pipeline = load_pipeline(args.pipeline_dir)
+    unet = pipeline.unet.eval()
+    reference = load_reference(args.reference_dataset, unet, args.num_samples)
+    settings = [("ddpm", args.ddpm_steps)] if args.ddpm_steps else []
+    settings += [(sampler, steps) for sampler in args.samplers for steps in args.steps]
+    rows = []
+    for sampler, steps in settings:
+        scheduler = make_scheduler(sampler, pipeline.scheduler.config)
+        start = time.perf_counter()
+        samples = generate(unet, scheduler, args.num_samples, steps, batch_size=args.batch_size,
+                           generator=torch.Generator().manual_seed(args.seed), progress=True)
+        seconds = (time.perf_counter() - start) / args.num_samples
+        rows.append({"sampler": sampler, "steps": steps, "seconds_per_image": seconds,
+                     **score(samples, reference)})
+        print(f"{SAMPLER_NAMES[sampler]:>12} {steps:4d} steps: {seconds:.3f} s/image  "
+              + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k not in ("sampler", "steps")), flush=True)
+    return rows
+
+
+def _format(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def markdown_table(rows: list[dict], args: argparse.Namespace, command: str) -> str:
+    lines = ["| サンプラー | ステップ数 | FID ↓ | 下限比 | coverage | 確信度 | 1 枚あたりの秒数 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        fid, floor = row.get("fid"), row.get("fid_floor")
+        ratio = f"{fid / floor:.2f}×" if fid is not None and floor else "—"
+        lines.append(f"| {SAMPLER_NAMES[row['sampler']]} | {row['steps']} | {_format(fid)} | {ratio} | "
+                     f"{_format(row.get('coverage'))} | {_format(row.get('confidence'))} | "
+                     f"{row['seconds_per_image']:.3g} |")
+    floor = next((row["fid_floor"] for row in rows if "fid_floor" in row), None)
+    lines += ["", f"各設定で同じ初期ノイズから {args.num_samples} 枚を生成し、評価しました"
+              + (f"（本物どうしの FID の下限は {floor:.3g}）。" if floor is not None else "。"),
+              f"時間は CPU（PyTorch のスレッド数 {torch.get_num_threads()}）で測ったもので、マシンの混み具合で変わります。",
+              f"作成コマンド: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict]):
+    """Quality against the number of steps and against seconds per image; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from utils.viz import use_japanese_font
+
+    use_japanese_font()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    scored = [row for row in rows if "fid" in row]
+    for sampler in dict.fromkeys(row["sampler"] for row in scored):
+        points = sorted((row["steps"], row["seconds_per_image"], row["fid"]) for row in scored
+                        if row["sampler"] == sampler)
+        steps, seconds, fid = zip(*points)
+        style = dict(marker="*", markersize=14, linestyle="none") if sampler == "ddpm" else dict(marker="o")
+        axes[0].plot(steps, fid, label=SAMPLER_NAMES[sampler], **style)
+        axes[1].plot(seconds, fid, label=SAMPLER_NAMES[sampler], **style)
+    floors = [row["fid_floor"] for row in scored if "fid_floor" in row]
+    for ax, label in zip(axes, ("サンプリングのステップ数", "1 枚あたりの生成時間（秒、CPU）")):
+        if floors:
+            ax.axhline(sum(floors) / len(floors), color="gray", linestyle="--", label="本物どうし（下限）")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("FID（小さいほど良い）")
+    axes[0].legend()
+    fig.suptitle("サンプラーごとの品質と速さ")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.num_samples < 10 or args.batch_size < 1 or min(args.steps) < 1:
+        raise SystemExit("error: --num_samples must be at least 10, --batch_size and --steps at least 1.")
+    command = " ".join(["python benchmarks/samplers.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    rows = run(args)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows, args, command)
+    (args.output_dir / "samplers.md").write_text(table, encoding="utf-8")
+    print(table)
+    if any("fid" in row for row in rows):
+        plot(rows).savefig(args.output_dir / "samplers.png", dpi=120)
+        print(f"wrote {args.output_dir / 'samplers.md'} and {args.output_dir / 'samplers.png'}")
+    else:
+        print(f"wrote {args.output_dir / 'samplers.md'} (no quality metric, so no figure)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

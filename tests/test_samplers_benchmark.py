@@ -1,0 +1,57 @@
+"""benchmarks/samplers.py on a tiny, randomly initialised pipeline (the real run needs a trained model)."""
+
+import importlib.util
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from PIL import Image
+
+from utils import repo_root
+
+spec = importlib.util.spec_from_file_location("samplers_benchmark", repo_root() / "benchmarks" / "samplers.py")
+benchmark = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark)
+
+
+def save_tiny_pipeline(folder, channels):
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=16, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
+                       layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
+    return folder
+
+
+def test_benchmark_writes_table_and_figure_for_a_grayscale_model(tmp_path):
+    pipeline_dir = save_tiny_pipeline(tmp_path / "pipeline", channels=1)
+    out = tmp_path / "images"
+    argv = [str(pipeline_dir), "--num_samples", "12", "--batch_size", "6", "--steps", "3", "2",
+            "--samplers", "ddim", "euler", "--ddpm_steps", "4", "--output_dir", str(out)]
+    assert benchmark.main(argv) == 0
+    table = (out / "samplers.md").read_text(encoding="utf-8")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "ステップ数" not in line]
+    assert [row.split(" | ")[:2] for row in rows] == [["| DDPM", "4"], ["| DDIM", "3"], ["| DDIM", "2"],
+                                                      ["| Euler", "3"], ["| Euler", "2"]]
+    assert all("—" not in row for row in rows)  # every setting has a metric and a time
+    assert f"`python benchmarks/samplers.py {' '.join(argv)}`" in table
+    with Image.open(out / "samplers.png") as image:
+        assert image.format == "PNG"
+
+
+def test_rgb_model_without_a_reference_reports_time_only(tmp_path, capsys):
+    pipeline_dir = save_tiny_pipeline(tmp_path / "pipeline", channels=3)
+    out = tmp_path / "images"
+    argv = [str(pipeline_dir), "--num_samples", "10", "--steps", "2", "--samplers", "dpm++", "--ddpm_steps", "0",
+            "--output_dir", str(out)]
+    assert benchmark.main(argv) == 0
+    assert "no quality metric" in capsys.readouterr().out
+    row = [line for line in (out / "samplers.md").read_text(encoding="utf-8").splitlines()
+           if line.startswith("| DPM-Solver++")]
+    assert row and row[0].split(" | ")[2] == "—"
+    assert not (out / "samplers.png").exists()
+
+
+def test_a_folder_without_a_pipeline_gets_a_clear_message(tmp_path):
+    with pytest.raises(SystemExit, match="not a saved pipeline"):
+        benchmark.main([str(tmp_path)])
