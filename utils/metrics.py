@@ -231,6 +231,7 @@ def _real_digit_features(split: str, size: int = DIGIT_SIZE) -> tuple[torch.Tens
     return digit_features(_real_digits(split, size))
 
 
+@functools.lru_cache(maxsize=16)
 def real_digit_floor(num_samples: int, size: int = DIGIT_SIZE, max_sets: int = 4) -> float:
     """The FID of real training digits: the mean over up to ``max_sets`` disjoint sets of ``num_samples``.
 
