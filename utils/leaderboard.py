@@ -131,10 +131,24 @@ def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str 
     return "\n".join(lines + notes) + "\n"
 
 
+def log_axes(ax) -> None:
+    """Logarithmic x and y axes labelled with plain numbers (0.2, 10, 20000) at 1, 2 and 5 of each decade."""
+    from matplotlib import ticker
+
+    def minor(value, _):
+        mantissa = value / 10 ** math.floor(math.log10(value))
+        return f"{value:g}" if round(mantissa) in (2, 5) else ""
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(ticker.FuncFormatter(minor))
+
+
 def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
     """Quality against compute: the metric versus training minutes and versus images seen; returns the figure."""
     import matplotlib.pyplot as plt
-    from matplotlib import ticker
 
     from .viz import use_japanese_font
 
@@ -160,11 +174,7 @@ def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
                 ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
         if floors:
             ax.axhline(sum(floors) / len(floors), color="gray", linestyle="--", label="本物どうし（下限）")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (3, 10, 2e+04) instead of 3×10⁰
-            axis.set_major_formatter(ticker.LogFormatter())
-            axis.set_minor_formatter(ticker.LogFormatter(minor_thresholds=(2, 0.5)))
+        log_axes(ax)
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel(f"{DISPLAY_NAMES.get(metric, metric)}（{'小さいほど良い' if LOWER_IS_BETTER.get(metric, True) else '大きいほど良い'}）")

@@ -156,7 +156,7 @@ def class_coverage(probabilities: torch.Tensor) -> float:
     num_classes = probabilities.shape[1]
     counts = torch.bincount(probabilities.argmax(1), minlength=num_classes).double()
     p = counts[counts > 0] / counts.sum()
-    return float(-(p * p.log()).sum() / math.log(num_classes))
+    return float((p * (1 / p).log()).sum() / math.log(num_classes))
 
 
 # ---------------------------------------------------------------- the digit classifier
