@@ -27,7 +27,8 @@ def recipes(tmp_path):
                      command="accelerate launch unit1/train_unconditional.py --train_minutes 15",
                      metrics={"fid": 3.0, "fid_floor": 1.5, "kid_mean": 0.004, "kid_std": 0.0005,
                               "coverage": 0.99, "confidence": 0.95, "num_samples": 1000}),
-        write_recipe(tmp_path / "naive-baseline", dataset="mnist", train_minutes=3.0, images_seen=40_000,
+        write_recipe(tmp_path / "naive-baseline", dataset="mnist", dataset_fallback="OFFLINE FALLBACK: digits",
+                     train_minutes=3.0, images_seen=40_000,
                      command="python naive.py --note 'a|b'", metrics={"fid": 80.0, "fid_floor": 1.5}),
         write_recipe(tmp_path / "not-evaluated", dataset="mnist", device="cuda", num_processes=2,
                      mixed_precision="fp16", train_minutes=1.0, images_seen=10_000, metrics={}),
@@ -49,6 +50,7 @@ def test_table_is_sorted_by_fid_with_missing_values_as_dashes(recipes):
     assert unevaluated[2] == MISSING and unevaluated[-1] == f"{MISSING} |"
     assert "cuda ×2 (fp16)" in unevaluated
     assert "`python naive.py --note 'a\\|b'`" in rows[2]  # a pipe inside a command does not break the table
+    assert "mnist（オフライン代替データ）" in rows[2].split(" | ") and "mnist" in best
 
 
 def test_sorting_direction_follows_the_metric(recipes):

@@ -88,6 +88,11 @@ def _device(recipe: dict) -> str:
     return text
 
 
+def _dataset(recipe: dict) -> str:
+    name = str(recipe.get("dataset", MISSING))
+    return f"{name}（オフライン代替データ）" if recipe.get("dataset_fallback") else name
+
+
 def _model(recipe: dict) -> str:
     size, params = recipe.get("model_size"), recipe.get("num_parameters")
     params = f"{params / 1e6:.2f} M" if isinstance(params, (int, float)) else None
@@ -118,7 +123,7 @@ def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str 
             kid += f" ± {_number(metrics['kid_std'], 2)}"
         command_text = f"`{_cell(recipe['command'])}`" if recipe.get("command") else MISSING
         row = [rank, recipe_name(recipe), _number(value), ratio, kid, _number(metrics.get("coverage")),
-               _number(metrics.get("confidence")), recipe.get("dataset", MISSING), _model(recipe),
+               _number(metrics.get("confidence")), _dataset(recipe), _model(recipe),
                _device(recipe), _number(recipe.get("train_minutes")), _number(recipe.get("images_seen")),
                _number(metrics.get("num_samples"))]
         lines.append("| " + " | ".join([*map(_cell, row), command_text]) + " |")
