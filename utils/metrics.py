@@ -189,7 +189,7 @@ def load_digit_classifier(path: str | os.PathLike = DIGIT_WEIGHTS) -> DigitClass
     path = Path(path)
     if not path.is_file():
         raise MetricUnavailable(f"The digit classifier weights {path} are missing; create them with "
-                                f"`{DIGIT_TRAIN_COMMAND}` (about 20 minutes on a 2-core CPU).")
+                                f"`{DIGIT_TRAIN_COMMAND}` (15 to 40 minutes on a 2-core CPU).")
     state = load_file(path)
     model = DigitClassifier(width=state["body.0.weight"].shape[0])
     model.load_state_dict(state)
