@@ -8,14 +8,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from utils.sampling import SAMPLERS, generate, make_scheduler
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer when the machine is busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_unet(channels=1, size=8):

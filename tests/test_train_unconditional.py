@@ -34,14 +34,11 @@ script = load_script()
 
 
 @pytest.fixture(autouse=True)
-def one_thread_and_fresh_accelerate_state():
+def one_thread_and_fresh_accelerate_state(one_thread):
     """Tiny models run fastest on one thread; each run gets a fresh Accelerate singleton state."""
     from accelerate.state import AcceleratorState
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
