@@ -62,6 +62,11 @@ def test_get_device_is_cpu_here():
         assert env.get_device().type in {"cpu", "mps"}
 
 
+def test_describe_device_names_what_a_timing_was_measured_on(one_thread):
+    assert env.describe_device("cpu") == "cpu (1 thread)"
+    assert env.describe_device(torch.device("meta")) == "meta"
+
+
 def test_summary_is_one_japanese_line():
     line = env.environment_summary(torch.device("cpu"), quick=True, online=False)
     assert "\n" not in line

@@ -89,3 +89,27 @@ def test_plot_without_any_metric_is_an_error_not_an_empty_figure(tmp_path, capsy
     assert main([str(path), "--plot", str(tmp_path / "plot.png")]) == 2
     assert "nothing to plot" in capsys.readouterr().err
     assert not (tmp_path / "plot.png").exists()
+
+
+def test_a_folder_of_run_folders_means_all_their_recipes(recipes, tmp_path):
+    assert len(load_recipes([tmp_path])) == 4
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecipeError, match="holds no recipe.json"):
+        load_recipes([tmp_path / "empty"])
+
+
+def test_readme_table_is_replaced_between_markers_and_checked(recipes, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Unit\n\n<!-- leaderboard:start -->\nold table\n<!-- leaderboard:end -->\n\nMore text.\n",
+                      encoding="utf-8")
+    args = [str(path) for path in recipes] + ["--readme", str(readme)]
+    assert main([*args, "--check"]) == 1
+    assert "out of date" in capsys.readouterr().out and "old table" in readme.read_text(encoding="utf-8")
+    assert main(args) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# Unit\n\n<!-- leaderboard:start -->\n| 順位") and text.endswith("<!-- leaderboard:end -->\n\nMore text.\n")
+    assert len(table_rows(text)) == 4 and "old table" not in text
+    assert main([*args, "--check"]) == 0  # --check is not part of the recorded command
+    readme.write_text("# No markers\n", encoding="utf-8")
+    assert main(args) == 2
+    assert "no leaderboard markers" in capsys.readouterr().err

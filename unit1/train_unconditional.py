@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the course's utils import
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.data import BUTTERFLIES, DataError, find_images, is_fallback, load_image_dataset, preprocess_image
-from utils.environment import is_online, library_versions
+from utils.environment import describe_device, is_online, library_versions
 from utils.hub import is_logged_in, push_folder, write_model_card
 from utils.sampling import SAMPLERS, generate, make_scheduler
 from utils.training import (
@@ -89,8 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     model = p.add_argument_group("model and noise schedule")
     model.add_argument("--model_size", default="small", choices=tuple(MODEL_SIZES), help="Named UNet2DModel size: "
-                       "tiny (~1.1 M parameters, CPU), small (the course's 18.5 M model), base (the Diffusers "
-                       "example's model, resolution must be a multiple of 32).")
+                       "micro (~0.7 M parameters, 28 px digits on a CPU), tiny (~1.1 M, CPU), small (the course's "
+                       "18.5 M model), base (the Diffusers example's model, resolution must be a multiple of 32).")
     model.add_argument("--model_config_name_or_path", help="A UNet2DModel config.json (or a folder with one) to use "
                        "instead of --model_size; sample_size and channels are set from the data.")
     model.add_argument("--prediction_type", default="epsilon", choices=PREDICTION_TYPES,
@@ -468,6 +468,7 @@ def train(args) -> dict:
             progress.set_postfix(loss=f"{state['loss']:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=step)
         state["train_seconds"] = time.perf_counter() - start
+        pause = time.perf_counter()  # checkpoints and previews do not count as training time
         if args.checkpointing_steps and step % args.checkpointing_steps == 0:
             save_checkpoint(step)
         if micro // micro_per_epoch > epochs_done and step < max_steps:
@@ -479,8 +480,8 @@ def train(args) -> dict:
                 save_pipeline_atomically(DDPMPipeline(unet=final_unet(unwrapped, ema),
                                                       scheduler=noise_scheduler), output_dir)
             accelerator.wait_for_everyone()
+        start += time.perf_counter() - pause
     progress.close()
-    state["train_seconds"] = time.perf_counter() - start
 
     # Every process checks that the replicas ended identical and reports what it trained on.
     processes = gather_object([{"rank": rank, "first_batch": first_batch,
@@ -499,8 +500,7 @@ def train(args) -> dict:
             "model_size": "custom" if args.model_config_name_or_path else args.model_size,
             "model_config": {k: v for k, v in pipeline.unet.config.items() if not k.startswith("_")},
             "num_parameters": count_parameters(pipeline.unet), "effective_batch_size": args.train_batch_size * ga * world,
-            "device": str(accelerator.device) + (f" ({torch.cuda.get_device_name()})"
-                                                 if accelerator.device.type == "cuda" else ""),
+            "device": describe_device(accelerator.device),
             "num_processes": world, "train_minutes": round(state["train_seconds"] / 60, 3),
             "images_seen": state["images_seen"], "optimizer_steps": step, "epochs": round(micro / micro_per_epoch, 3),
             "final_loss": state["loss"], "versions": library_versions(), "processes": processes, "metrics": {},

@@ -121,15 +121,24 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def describe_device(device: torch.device | str) -> str:
+    """'cuda (NVIDIA H100 80GB HBM3)', 'cpu (2 threads)' or 'mps': what a timing was measured on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+    return str(device)
+
+
 def environment_summary(device: torch.device | None = None, quick: bool | None = None,
                         online: bool | None = None) -> str:
     """One Japanese line: platform, device, library versions, quick/full mode, online/offline."""
     device = get_device() if device is None else device
     quick = is_quick_mode() if quick is None else quick
     online = is_online() if online is None else online
-    device_name = str(device)
-    if device.type == "cuda":
-        device_name += f" ({torch.cuda.get_device_name(device)})"
+    device_name = describe_device(device)
     versions = " ".join(f"{k} {v}" for k, v in library_versions().items())
     return (
         f"環境: {PLATFORM_NAMES[detect_platform()]} (Python {_platform.python_version()}) | "

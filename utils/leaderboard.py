@@ -1,10 +1,13 @@
 """Collect training recipes (``recipe.json`` files written by the training script) into a leaderboard.
 
     python -m utils.leaderboard RUN_DIR/recipe.json [MORE ...] --markdown OUT.md --plot OUT.png
+    python -m utils.leaderboard unit1/leaderboard --readme unit1/README.md --plot unit1/images/leaderboard.png
 
 The markdown table is sorted by the metric (lower FID is better) and shows the device, training minutes,
 images seen and the exact command of each recipe; the plot shows quality against compute.
-A folder argument means the ``recipe.json`` inside it. Missing values are shown as "—".
+A folder argument means the ``recipe.json`` inside it, or else the ``*/recipe.json`` of its sub-folders.
+``--readme`` replaces the table between the leaderboard markers of a markdown file (``--check`` only
+reports whether it is up to date). Missing values are shown as "—".
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 MISSING = "—"
+TABLE_START, TABLE_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 LOWER_IS_BETTER = {"fid": True, "kid_mean": True, "coverage": False, "confidence": False}
 DISPLAY_NAMES = {"fid": "FID", "kid_mean": "KID"}
 
@@ -27,9 +31,18 @@ class RecipeError(ValueError):
 
 def load_recipes(paths) -> list[dict]:
     """Read recipe.json files (a folder means its recipe.json); each gets its source path under ``_source``."""
-    recipes = []
+    files = []
     for path in map(Path, paths):
-        file = path / "recipe.json" if path.is_dir() else path
+        if path.is_dir() and not (path / "recipe.json").is_file():
+            found = sorted(path.glob("*/recipe.json"))
+            if not found:
+                raise RecipeError(f"{path} holds no recipe.json, nor do its sub-folders. Pass recipe.json files, "
+                                  "or the output folders of the training script that contain one.")
+            files += found
+        else:
+            files.append(path / "recipe.json" if path.is_dir() else path)
+    recipes = []
+    for file in files:
         if not file.is_file():
             raise RecipeError(f"{file} does not exist. Pass recipe.json files, or the output folders of "
                               "the training script that contain one.")
@@ -136,6 +149,15 @@ def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str 
     return "\n".join(lines + notes) + "\n"
 
 
+def replace_table(text: str, table: str, name: str = "the file") -> str:
+    """``text`` with the part between the leaderboard markers replaced by ``table``."""
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise RecipeError(f"{name} has no leaderboard markers: put the lines {TABLE_START} and {TABLE_END} "
+                          "where the table should go.")
+    return text[:start + len(TABLE_START)] + "\n" + table + text[end:]
+
+
 def log_axes(ax) -> None:
     """Logarithmic x and y axes labelled with plain numbers (0.2, 10, 20000) at 1, 2 and 5 of each decade."""
     from matplotlib import ticker
@@ -194,26 +216,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("recipes", nargs="+", help="recipe.json files, or folders that contain one")
     parser.add_argument("--metric", default="fid", help="key of the recipes' 'metrics' to sort by (default: fid)")
     parser.add_argument("--markdown", type=Path, help="write the table here (default: print it)")
+    parser.add_argument("--readme", type=Path, help="replace the table between the leaderboard markers "
+                        f"({TABLE_START} ... {TABLE_END}) of this markdown file")
+    parser.add_argument("--check", action="store_true", help="with --readme: write nothing, exit 1 when the "
+                        "table there differs from the recipes")
     parser.add_argument("--plot", type=Path, help="write the quality-vs-compute scatter plot (PNG) here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.check and not args.readme:
+        parser.error("--check needs --readme")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m utils.leaderboard",
-                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+                        *map(shlex.quote, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--check"])])
     try:
         recipes = load_recipes(args.recipes)
         table = leaderboard_markdown(recipes, args.metric, command)
+        if args.readme:
+            if not args.readme.is_file():
+                raise RecipeError(f"{args.readme} does not exist.")
+            old = args.readme.read_text(encoding="utf-8")
+            new = replace_table(old, table, str(args.readme))
+            if args.check:
+                print(f"{args.readme}: the leaderboard is " + ("up to date." if new == old else
+                      f"out of date; run: {command}"))
+                return int(new != old)
         figure = plot_leaderboard(recipes, args.metric) if args.plot else None
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.readme:
+        args.readme.write_text(new, encoding="utf-8")
+        print(f"updated the leaderboard in {args.readme}")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table, encoding="utf-8")
         print(f"wrote {args.markdown}")
-    else:
+    elif not args.readme:
         print(table)
     if figure is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
