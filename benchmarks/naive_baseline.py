@@ -1,6 +1,6 @@
 """The leaderboard's baseline: the seed course's naive from-scratch recipe, trained and scored like a recipe.
 
-    python benchmarks/naive_baseline.py --output_dir runs/naive_baseline
+    python benchmarks/naive_baseline.py --output_dir outputs/naive-baseline
 
 A direct reimplementation of the recipe that notebook 02 (sections 2-5) teaches first: MNIST digits in
 [0, 1] are mixed with uniform noise by a random ``amount``, a ~300 k-parameter plain-convolution UNet that
@@ -81,7 +81,7 @@ def sample(net: nn.Module, num_images: int, num_steps: int, generator: torch.Gen
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", type=Path, default=Path("runs/naive_baseline"),
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/naive-baseline"),
                         help="where recipe.json and samples/final.png go")
     parser.add_argument("--train_steps", type=int, default=1407,
                         help="optimizer steps (default: three epochs of 60 000 digits at batch 128)")

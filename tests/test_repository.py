@@ -44,6 +44,26 @@ def test_badges_and_setup_cells_are_in_sync():
     assert not stale, f"run `python -m utils.sync_course` to regenerate: {stale}"
 
 
+LEADERBOARD_COMMAND = ["unit1/leaderboard", "--readme", "unit1/README.md", "--plot", "unit1/images/leaderboard.png"]
+
+
+def test_leaderboard_in_the_unit_readme_is_made_from_the_committed_recipes(monkeypatch, capsys):
+    from utils import leaderboard
+
+    monkeypatch.chdir(ROOT)
+    recipes = leaderboard.load_recipes([ROOT / "unit1" / "leaderboard"])
+    assert len(recipes) >= 5
+    for recipe in recipes:
+        folder = Path(recipe["_source"]).parent
+        assert recipe["dataset"] == "mnist" and recipe["metrics"]["num_samples"] == 1000, folder.name
+        assert recipe["command"].startswith("python "), folder.name
+        assert (folder / "samples" / "final.png").is_file(), folder.name
+    assert (ROOT / "unit1" / "images" / "leaderboard.png").is_file()
+    assert leaderboard.main([*LEADERBOARD_COMMAND, "--check"]) == 0, capsys.readouterr().out
+    readme = (ROOT / "unit1" / "README.md").read_text(encoding="utf-8")
+    assert f"python -m utils.leaderboard {' '.join(LEADERBOARD_COMMAND)}" in readme
+
+
 def test_repository_name_lives_in_one_source_file():
     pattern = re.compile(re.escape(course.GITHUB_REPO))
     generated = {ROOT / "README.md", ROOT / "unit1" / "README.md", *NOTEBOOKS}

@@ -66,12 +66,13 @@ def metric_value(recipe: dict, metric: str) -> float | None:
 
 
 def sort_recipes(recipes: list[dict], metric: str = "fid") -> list[dict]:
-    """Best first by ``metric`` within each dataset; recipes without the metric go last."""
+    """Best first by ``metric`` within each dataset (the offline fallback is a dataset of its own); recipes
+    without the metric go last."""
     sign = 1 if LOWER_IS_BETTER.get(metric, True) else -1
 
     def key(recipe):
         value = metric_value(recipe, metric)
-        return (str(recipe.get("dataset", "")), value is None, 0.0 if value is None else sign * value)
+        return (_dataset(recipe), value is None, 0.0 if value is None else sign * value)
 
     return sorted(recipes, key=key)
 
@@ -87,6 +88,16 @@ def _number(value, digits: int = 3) -> str:
     if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1000):
         return f"{int(value):,}"
     return f"{value:.{digits}g}"
+
+
+def _ratio(ratio: float) -> str:
+    """6.83×, 11.4×, 2,173×: as many digits as help to compare."""
+    return f"{ratio:.2f}×" if ratio < 10 else f"{ratio:.1f}×" if ratio < 100 else f"{ratio:,.0f}×"
+
+
+def _sampler(recipe: dict) -> str:
+    sampler, steps = recipe.get("sampler"), recipe.get("num_inference_steps")
+    return MISSING if sampler is None else f"{sampler} {steps}" if steps is not None else str(sampler)
 
 
 def _device(recipe: dict) -> str:
@@ -123,20 +134,20 @@ def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str 
     """A markdown table of the recipes, best first, with a note on how to read it and the command that made it."""
     name = DISPLAY_NAMES.get(metric, metric)
     headers = ["順位", "レシピ", f"{name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'}", "下限比",
-               "KID", "coverage", "確信度", "データ", "モデル", "デバイス", "学習時間（分）", "学習画像数",
+               "KID", "coverage", "確信度", "データ", "モデル", "サンプラー", "デバイス", "学習時間（分）", "学習画像数",
                "評価枚数", "コマンド"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---:"] + ["---"] + ["---:"] * 5 + ["---"] * 3
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---:"] + ["---"] + ["---:"] * 5 + ["---"] * 4
                                                                    + ["---:"] * 3 + ["---"]) + "|"]
     for rank, recipe in enumerate(sort_recipes(recipes, metric), start=1):
         metrics = recipe.get("metrics") or {}
         value, floor = metric_value(recipe, metric), metric_value(recipe, "fid_floor")
-        ratio = f"{value / floor:.2f}×" if metric == "fid" and value is not None and floor else MISSING
+        ratio = _ratio(value / floor) if metric == "fid" and value is not None and floor else MISSING
         kid = _number(metrics.get("kid_mean"))
         if kid != MISSING and isinstance(metrics.get("kid_std"), (int, float)):
             kid += f" ± {_number(metrics['kid_std'], 2)}"
         command_text = f"`{_cell(recipe['command'])}`" if recipe.get("command") else MISSING
         row = [rank, recipe_name(recipe), _number(value), ratio, kid, _number(metrics.get("coverage")),
-               _number(metrics.get("confidence")), _dataset(recipe), _model(recipe),
+               _number(metrics.get("confidence")), _dataset(recipe), _model(recipe), _sampler(recipe),
                _device(recipe), _number(recipe.get("train_minutes")), _number(recipe.get("images_seen")),
                _number(metrics.get("num_samples"))]
         lines.append("| " + " | ".join([*map(_cell, row), command_text]) + " |")
