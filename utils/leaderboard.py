@@ -170,18 +170,22 @@ def replace_table(text: str, table: str, name: str = "the file") -> str:
 
 
 def log_axes(ax) -> None:
-    """Logarithmic x and y axes labelled with plain numbers (0.2, 10, 20000) at 1, 2 and 5 of each decade."""
+    """Logarithmic x and y axes labelled with plain numbers (0.2, 10, 20000) at 1, 2 and 5 of each decade,
+    or at every tick where an axis spans less than a decade."""
     from matplotlib import ticker
 
-    def minor(value, _):
-        mantissa = value / 10 ** math.floor(math.log10(value))
-        return f"{value:g}" if round(mantissa) in (2, 5) else ""
+    def minor_formatter(axis):
+        def minor(value, _):
+            low, high = sorted(axis.get_view_interval())
+            mantissa = round(value / 10 ** math.floor(math.log10(value)))
+            return f"{value:g}" if mantissa in (2, 5) or (high < 10 * low and mantissa in (2, 3, 4, 5, 7)) else ""
+        return ticker.FuncFormatter(minor)
 
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        axis.set_minor_formatter(ticker.FuncFormatter(minor))
+        axis.set_minor_formatter(minor_formatter(axis))
 
 
 def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
