@@ -147,6 +147,8 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from utils.environment import describe_device
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Enough images for the timed steps without a partial batch (the plain loop drops the last one).
     dataset = make_dataset(args.batch_size * (args.warmup + args.steps), args.source_size)
@@ -177,8 +179,7 @@ def measure(args) -> dict:
             "seconds_per_step": seconds / args.steps, "cpu_seconds_per_step": cpu_seconds / args.steps,
             "images_per_cpu_second": args.steps * args.batch_size / cpu_seconds, "peak_memory_mib": peak / 2**20,
             "decode_seconds": decode_seconds, "memory_kind": "CUDA max allocated" if device.type == "cuda" else "process peak RSS",
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads()}
+            "device": describe_device(device), "threads": torch.get_num_threads()}
 
 
 def main(argv=None) -> None:
@@ -226,7 +227,7 @@ def main(argv=None) -> None:
     cpu_speedup = summary["script"]["median_images_per_cpu_second"] / summary["plain"]["median_images_per_cpu_second"]
     decode = statistics.median(r["decode_seconds"] for r in runs["script"])
     first = runs["plain"][0]
-    print(f"\n{first['device']}, {first['threads']} threads, batch {args.batch_size}, {args.resolution} px "
+    print(f"\n{first['device']}, batch {args.batch_size}, {args.resolution} px "
           f"from {args.source_size} px PNGs, "
           f"{args.repeats} repeats x {args.steps} timed steps, peak memory = {first['memory_kind']}")
     print("| variant | median images/s | median images per CPU-second | median peak memory (MiB) |\n|---|---:|---:|---:|")
