@@ -118,8 +118,7 @@ def main(argv=None) -> dict:
     net.eval()
     samples = sample(net, args.eval_num_samples, args.sampling_steps, generator).clamp(0, 1)
     metrics = digit_metrics(samples, value_range=(0.0, 1.0))
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "samples").mkdir(exist_ok=True)
+    (args.output_dir / "samples").mkdir(parents=True, exist_ok=True)
     upscale(make_grid(samples[:64] * 2 - 1, nrow=8), 2).save(args.output_dir / "samples" / "final.png")
     recipe = {
         "command": command, "dataset": "mnist", "dataset_fallback": is_fallback(dataset),
