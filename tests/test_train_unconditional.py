@@ -110,7 +110,7 @@ def test_help_lists_every_flag(capsys):
         use_ema ema_inv_gamma ema_power ema_max_decay prediction_type ddpm_num_steps ddpm_beta_schedule
         mixed_precision output_dir save_images_epochs save_model_epochs checkpointing_steps checkpoints_total_limit
         resume_from_checkpoint logger push_to_hub hub_model_id hub_private_repo seed model_config_name_or_path
-        model_size channels sampler num_inference_steps eval_num_samples""".split()
+        model_size channels sampler num_inference_steps eval_num_samples snr_gamma""".split()
     missing = [flag for flag in flags if f"--{flag}" not in text]
     assert not missing
     assert "v_prediction" in text and "tiny" in text and "dpm++" in text
@@ -121,7 +121,7 @@ def test_end_to_end_run_saves_a_loadable_pipeline(data, tmp_path, use_ema):
     from diffusers import DDPMPipeline
 
     out = tmp_path / "run"
-    extra = ["--use_ema"] if use_ema else []
+    extra = ["--use_ema", "--snr_gamma", "5"] if use_ema else []  # the EMA run also covers Min-SNR weighting
     code = run(data, out, "--num_epochs", "2", "--save_images_epochs", "1", "--checkpointing_steps", "3",
                "--logger", "tensorboard", "--random_flip", *extra)
     assert code == 0
@@ -138,6 +138,7 @@ def test_end_to_end_run_saves_a_loadable_pipeline(data, tmp_path, use_ema):
     assert record["num_processes"] == 1 and record["metrics"] == {} and np.isfinite(record["final_loss"])
     assert record["num_parameters"] == sum(v.numel() for v in unet_weights(out).values())
     assert "torch" in record["versions"]
+    assert record["snr_gamma"] == (5.0 if use_ema else None)
 
     # The pipeline: safetensors, loadable, and the published weights are the EMA ones when EMA is on.
     pipeline = DDPMPipeline.from_pretrained(out)
@@ -340,6 +341,7 @@ BAD_INPUTS = {
     "token on the command line": (["--hub_token", "hf_secret"], "hf auth login"),
     "fp16 on cpu": (["--mixed_precision", "fp16", "--cpu"], "needs a CUDA GPU"),
     "zero batch size": (["--train_batch_size", "0"], "at least 1"),
+    "non-positive snr gamma": (["--snr_gamma", "0"], "--snr_gamma must be positive"),
 }
 
 

@@ -19,6 +19,7 @@ from utils.training import (
     list_checkpoints,
     make_optimizer,
     memory_format_for,
+    min_snr_weights,
     remove_unfinished,
     resolve_checkpoint,
     save_pipeline_atomically,
@@ -51,6 +52,45 @@ def test_diffusion_loss_matches_the_scheduler(prediction_type):
     torch.testing.assert_close(noisy, scheduler.add_noise(clean, noise, timesteps))
     target = {"epsilon": noise, "sample": clean, "v_prediction": scheduler.get_velocity(clean, noise, timesteps)}
     torch.testing.assert_close(loss, target[prediction_type].pow(2).mean())
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_min_snr_weights_match_the_diffusers_training_examples(prediction_type):
+    from diffusers.training_utils import compute_snr
+
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
+    timesteps = torch.arange(0, 1000, 37)
+    snr = compute_snr(scheduler, timesteps).double()  # how diffusers' train_text_to_image.py weighs --snr_gamma
+    expected = snr.clamp(max=5.0)
+    expected = {"epsilon": expected / snr, "sample": expected, "v_prediction": expected / (snr + 1)}[prediction_type]
+    weights = min_snr_weights(scheduler.alphas_cumprod, prediction_type, 5.0)
+    torch.testing.assert_close(weights[timesteps], expected.float())
+
+
+def test_min_snr_loss_weights_each_sample_by_its_timestep():
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    loss_fn = DiffusionLoss(scheduler, "v_prediction", snr_gamma=5.0)
+    clean = torch.rand(8, 1, 4, 4) * 2 - 1
+    model = ZeroModel()
+    loss = loss_fn(model, clean, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    timesteps = torch.randint(0, 1000, (8,), generator=generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    per_sample = scheduler.get_velocity(clean, noise, timesteps).pow(2).mean((1, 2, 3))
+    weights = min_snr_weights(scheduler.alphas_cumprod, "v_prediction", 5.0)[timesteps]
+    torch.testing.assert_close(loss, (weights * per_sample).mean())
+    assert 0 < weights.min() and weights.max() < 1  # v-prediction weights are min(SNR, 5) / (SNR + 1)
+
+
+def test_min_snr_epsilon_weights_stay_finite_at_zero_snr():
+    alphas_cumprod = torch.tensor([0.999, 0.5, 0.0])  # a zero-terminal-SNR schedule ends at ᾱ = 0
+    weights = min_snr_weights(alphas_cumprod, "epsilon", 5.0)
+    torch.testing.assert_close(weights, torch.tensor([5.0 / 999, 1.0, 1.0]))
+
+
+def test_diffusion_loss_rejects_a_non_positive_snr_gamma():
+    with pytest.raises(ConfigError, match="snr_gamma"):
+        DiffusionLoss(DDPMScheduler(), "epsilon", snr_gamma=0.0)
 
 
 def test_diffusion_loss_rejects_unknown_prediction_types():

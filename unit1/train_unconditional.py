@@ -107,6 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate (after warm-up).")
     train.add_argument("--lr_scheduler", default="cosine", choices=LR_SCHEDULERS)
     train.add_argument("--lr_warmup_steps", type=int, default=500, help="Optimizer steps of linear warm-up.")
+    train.add_argument("--snr_gamma", type=float, help="Min-SNR-γ loss weighting (Hang et al., 2023); 5 is the "
+                       "usual value. Unset: the plain mean squared error.")
     train.add_argument("--adam_beta1", type=float, default=0.95)
     train.add_argument("--adam_beta2", type=float, default=0.999)
     train.add_argument("--adam_weight_decay", type=float, default=1e-6)
@@ -171,6 +173,9 @@ def check_args(args) -> None:
     for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if args.snr_gamma is not None and not args.snr_gamma > 0:
+        raise ConfigError(f"--snr_gamma must be positive (5 is the usual value), got {args.snr_gamma}; leave it "
+                          "out for the plain unweighted loss.")
     if args.eval_num_samples:
         try:
             from utils import metrics
@@ -365,7 +370,8 @@ def train(args) -> dict:
     unet = unet.to(accelerator.device, memory_format=memory_format)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
                                     prediction_type=args.prediction_type)
-    loss_fn = DiffusionLoss(noise_scheduler, args.prediction_type, accelerator.device, memory_format)
+    loss_fn = DiffusionLoss(noise_scheduler, args.prediction_type, accelerator.device, memory_format,
+                            args.snr_gamma)
     ema = EMA(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power, args.ema_min_decay) if args.use_ema else None
     optimizer = make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
                                args.adam_weight_decay, args.adam_epsilon, accelerator.device)

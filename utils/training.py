@@ -92,16 +92,20 @@ class DiffusionLoss:
     """The DDPM training objective with the noise schedule kept on the device (no per-step copies)."""
 
     def __init__(self, noise_scheduler, prediction_type: str = "epsilon", device=None,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 memory_format: torch.memory_format = torch.contiguous_format, snr_gamma: float | None = None):
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"Unknown prediction type {prediction_type!r}: choose one of "
                               f"{', '.join(PREDICTION_TYPES)}.")
+        if snr_gamma is not None and not snr_gamma > 0:
+            raise ConfigError(f"snr_gamma={snr_gamma}: it must be positive (5 is the usual choice), or left unset "
+                              "for the plain unweighted loss.")
         alphas_cumprod = noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.sqrt_alpha = alphas_cumprod.sqrt()
         self.sqrt_one_minus_alpha = (1 - alphas_cumprod).sqrt()
         self.num_timesteps = len(alphas_cumprod)
         self.prediction_type = prediction_type
         self.memory_format = memory_format
+        self.weights = None if snr_gamma is None else min_snr_weights(alphas_cumprod, prediction_type, snr_gamma)
 
     def __call__(self, model, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Noise ``clean`` at random timesteps, predict, and return the mean squared error."""
@@ -112,7 +116,25 @@ class DiffusionLoss:
         noisy = (a * clean + s * noise).contiguous(memory_format=self.memory_format)
         target = {"epsilon": noise, "sample": clean, "v_prediction": a * noise - s * clean}[self.prediction_type]
         prediction = model(noisy, timesteps).sample
-        return F.mse_loss(prediction.float(), target.float())
+        if self.weights is None:
+            return F.mse_loss(prediction.float(), target.float())
+        per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+        return (self.weights[timesteps] * per_sample).mean()
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, prediction_type: str, gamma: float) -> torch.Tensor:
+    """Per-timestep loss weights of Min-SNR-γ (Hang et al., 2023), one per entry of ``alphas_cumprod``.
+
+    Each timestep's error is weighted as if the loss were on the clean image with weight min(SNR, γ), where
+    SNR = ᾱ / (1 - ᾱ): for ε-prediction that is min(SNR, γ) / SNR, for v-prediction min(SNR, γ) / (SNR + 1).
+    Nearly clean timesteps then stop dominating the gradient, which speeds up training.
+    """
+    alphas_cumprod = alphas_cumprod.double()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clipped = snr.clamp(max=gamma)
+    weights = {"epsilon": (gamma / snr).clamp(max=1), "sample": clipped,  # min(SNR, γ) / SNR, also at SNR 0
+               "v_prediction": clipped / (snr + 1)}[prediction_type]
+    return weights.float()
 
 
 def memory_format_for(device, channels_last: bool | None = None) -> torch.memory_format:
