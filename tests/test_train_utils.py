@@ -164,9 +164,13 @@ def test_seed_for_is_deterministic_and_distinct():
 
 
 def test_model_sizes_and_resolution_checks(tmp_path):
-    assert set(MODEL_SIZES) == {"micro", "tiny", "small", "base"}
+    assert set(MODEL_SIZES) == {"micro", "micro-conv", "tiny", "small", "base"}
     micro = build_unet(unet_config("micro"), 28, 1)
-    assert 650_000 < sum(p.numel() for p in micro.parameters()) < 750_000  # the leaderboard's CPU model
+    assert 650_000 < sum(p.numel() for p in micro.parameters()) < 750_000  # the leaderboard's CPU models
+    conv = build_unet(unet_config("micro-conv"), 28, 1)
+    assert 600_000 < sum(p.numel() for p in conv.parameters()) < 650_000
+    attention = {name.split(".")[0] for name, _ in conv.named_parameters() if ".attentions." in name}
+    assert attention == {"mid_block"}  # micro-conv keeps only the 7 px middle block's attention
     small = build_unet(unet_config("small"), 32, 3)
     assert small.config.block_out_channels == (64, 128, 128, 256) and small.config.sample_size == 32
     assert 18_000_000 < sum(p.numel() for p in small.parameters()) < 19_000_000  # the course's 32 px model

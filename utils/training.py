@@ -19,6 +19,9 @@ MODEL_SIZES = {
     "micro": dict(block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8,
                   down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                   up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+    # micro-conv: micro without the attention of the 7 px down and up blocks (the middle block keeps its own).
+    "micro-conv": dict(block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8,
+                       down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3),
     "tiny": dict(block_out_channels=(32, 64, 64), layers_per_block=1,
                  down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                  up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
