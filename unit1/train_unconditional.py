@@ -47,6 +47,7 @@ from utils.training import (
     ShardedBatches,
     build_unet,
     check_resolution,
+    check_snr_gamma,
     count_parameters,
     finish_checkpoint,
     list_checkpoints,
@@ -174,9 +175,7 @@ def check_args(args) -> None:
     for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    if args.snr_gamma is not None and not args.snr_gamma > 0:
-        raise ConfigError(f"--snr_gamma must be positive (5 is the usual value), got {args.snr_gamma}; leave it "
-                          "out for the plain unweighted loss.")
+    check_snr_gamma(args.snr_gamma)
     if args.eval_num_samples:
         try:
             from utils import metrics

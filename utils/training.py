@@ -99,9 +99,7 @@ class DiffusionLoss:
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"Unknown prediction type {prediction_type!r}: choose one of "
                               f"{', '.join(PREDICTION_TYPES)}.")
-        if snr_gamma is not None and not snr_gamma > 0:
-            raise ConfigError(f"snr_gamma={snr_gamma}: it must be positive (5 is the usual choice), or left unset "
-                              "for the plain unweighted loss.")
+        check_snr_gamma(snr_gamma)
         alphas_cumprod = noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.sqrt_alpha = alphas_cumprod.sqrt()
         self.sqrt_one_minus_alpha = (1 - alphas_cumprod).sqrt()
@@ -123,6 +121,13 @@ class DiffusionLoss:
             return F.mse_loss(prediction.float(), target.float())
         per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
         return (self.weights[timesteps] * per_sample).mean()
+
+
+def check_snr_gamma(snr_gamma: float | None) -> None:
+    """Raise ConfigError unless ``snr_gamma`` is unset (no weighting) or positive."""
+    if snr_gamma is not None and not snr_gamma > 0:
+        raise ConfigError(f"--snr_gamma must be positive (5 is the usual value), got {snr_gamma}; leave it out "
+                          "for the plain unweighted loss.")
 
 
 def min_snr_weights(alphas_cumprod: torch.Tensor, prediction_type: str, gamma: float) -> torch.Tensor:
