@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from utils.leaderboard import MISSING, RecipeError, leaderboard_markdown, load_recipes, main, sort_recipes
+from utils.leaderboard import MISSING, RecipeError, label_groups, leaderboard_markdown, load_recipes, main, sort_recipes
 
 
 def write_recipe(folder, **recipe):
@@ -114,3 +114,8 @@ def test_readme_table_is_replaced_between_markers_and_checked(recipes, tmp_path,
     readme.write_text("# No markers\n", encoding="utf-8")
     assert main(args) == 2
     assert "no leaderboard markers" in capsys.readouterr().err
+
+
+def test_plot_labels_of_near_identical_recipes_are_merged_not_overprinted():
+    points = [(1.0, 1.0, 1), (1.0, 1.003, 2), (10.0, 1.0, 3), (1.01, 1.002, 4), (1.0, 10.0, 5), (2.0, -0.1, 6)]
+    assert label_groups(points) == [(1.0, 1.0, [1, 2, 4]), (10.0, 1.0, [3]), (1.0, 10.0, [5]), (2.0, -0.1, [6])]
