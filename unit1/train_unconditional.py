@@ -523,6 +523,9 @@ def train(args) -> dict:
                         ignore_patterns=["checkpoint-*", ".*", f"{args.logging_dir}/*"])
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Left to the garbage collector, a gloo process group can hang at exit once the other process is gone.
+        torch.distributed.destroy_process_group()
     return recipe
 
 
