@@ -194,13 +194,13 @@ def label_groups(points, fraction: float = 0.025) -> list[tuple[float, float, li
     ``points`` are (x, y, rank) in rank order; each group is labelled once, at its best-ranked point, with
     all its ranks ("1,2"), so that near-identical recipes do not print their numbers on top of each other.
     """
-    logs = [(math.log10(x), math.log10(y), rank) for x, y, rank in points if x > 0 and y > 0]
-    spans = [max(v) - min(v) if v else 0 for v in ([p[0] for p in logs], [p[1] for p in logs])]
+    positive = [(x, y) for x, y, _ in points if x > 0 and y > 0]
+    x_tolerance, y_tolerance = [fraction * math.log10(max(v) / min(v)) for v in zip(*positive)] or (0, 0)
     groups = []
     for x, y, rank in points:
         for group in groups:
-            if min(x, y, group[0], group[1]) > 0 and abs(math.log10(x / group[0])) <= fraction * spans[0] \
-                    and abs(math.log10(y / group[1])) <= fraction * spans[1]:
+            if min(x, y, group[0], group[1]) > 0 and abs(math.log10(x / group[0])) <= x_tolerance \
+                    and abs(math.log10(y / group[1])) <= y_tolerance:
                 group[2].append(rank)
                 break
         else:
@@ -233,8 +233,9 @@ def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
             xs, ys, ranks = zip(*points)
             ax.scatter(xs, ys, color=colors[device], label=device, s=40, zorder=3)
             for x, y, ranks in label_groups(points):  # a merged label goes on the left, clear of its neighbours
+                single = len(ranks) == 1
                 ax.annotate(",".join(map(str, ranks)), (x, y), textcoords="offset points", fontsize=9,
-                            xytext=(5, 4) if len(ranks) == 1 else (-5, 4), ha="left" if len(ranks) == 1 else "right")
+                            xytext=(5 if single else -5, 4), ha="left" if single else "right")
         if floors:
             ax.axhline(sum(floors) / len(floors), color="gray", linestyle="--", label="本物どうし（下限）")
         log_axes(ax)

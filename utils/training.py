@@ -15,13 +15,13 @@ import torch.nn.functional as F
 
 # Named UNet2DModel sizes. "small" is the course's 32 px butterfly model (notebook 01); "base" is the
 # default model of the Diffusers example script.
+_MICRO = dict(block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8,
+              down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+              up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
 MODEL_SIZES = {
-    "micro": dict(block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8,
-                  down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                  up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+    "micro": _MICRO,
     # micro-conv: micro without the attention of the 7 px down and up blocks (the middle block keeps its own).
-    "micro-conv": dict(block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8,
-                       down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3),
+    "micro-conv": {**_MICRO, "down_block_types": ("DownBlock2D",) * 3, "up_block_types": ("UpBlock2D",) * 3},
     "tiny": dict(block_out_channels=(32, 64, 64), layers_per_block=1,
                  down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                  up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
