@@ -41,6 +41,30 @@ def test_model_card_has_metadata_recipe_and_usage(tmp_path):
     assert json.loads(block) == {"dataset": "mnist", "learning_rate": 1e-3}
 
 
+def test_model_card_usage_code_runs_with_and_without_autoguidance(tmp_path, tiny_pipeline, one_thread):
+    """Every python block of the card runs against the saved folder (a local path stands in for the repo id)."""
+    from diffusers import DDPMScheduler
+
+    from utils.training import save_pipeline_atomically
+
+    tiny_pipeline.scheduler = DDPMScheduler()  # pipeline() samples 1000 steps, as a learner's would
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_pipeline_atomically(tiny_pipeline, folder, guide=tiny_pipeline.unet)
+    def python_blocks(recipe):
+        text = hub.write_model_card(folder, recipe, repo_id=str(folder)).read_text()
+        return [part.split("```")[0] for part in text.split("```python\n")[1:]]
+
+    plain, guided = python_blocks({}), python_blocks({"guide_step": 3, "guidance_scale": 1.5, "num_inference_steps": 4})
+    assert len(plain) == 1 and guided[0] == plain[0] and len(guided) == 2
+    assert "weak + 1.5 * (unet(x, t).sample - weak)" in guided[1]
+    namespace = {}
+    exec("\n".join(guided), namespace)
+    assert namespace["image"].size == (8, 8)
+    images = namespace["images"]
+    assert images.shape == (16, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+
+
 def test_push_is_skipped_offline_without_exception(tmp_path, capsys):
     assert hub.push_folder(tmp_path, "me/model") is None
     assert "スキップ" in capsys.readouterr().out

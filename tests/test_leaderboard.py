@@ -19,11 +19,13 @@ def recipes(tmp_path):
     common = dict(dataset="mnist", device="cpu", num_processes=1, mixed_precision="no", model_size="small",
                   num_parameters=687_000, train_batch_size=64, learning_rate=1e-3)
     return [
-        write_recipe(tmp_path / "ddpm-3min", **common, train_minutes=3.1, images_seen=25_600,
+        write_recipe(tmp_path / "ddpm-3min", **common, train_minutes=3.1, images_seen=25_600, sampler="dpm++",
+                     num_inference_steps=20, guide_step=None, guidance_scale=1.0,
                      command="accelerate launch unit1/train_unconditional.py --train_minutes 3",
                      metrics={"fid": 12.0, "fid_floor": 1.5, "kid_mean": 0.02, "kid_std": 0.001,
                               "coverage": 0.97, "confidence": 0.9, "num_samples": 1000}),
-        write_recipe(tmp_path / "ddpm-15min", **common, train_minutes=15.0, images_seen=128_000,
+        write_recipe(tmp_path / "ddpm-15min", **common, train_minutes=15.0, images_seen=128_000, sampler="ddpm",
+                     num_inference_steps=100, guide_step=1000, guidance_scale=1.5,
                      command="accelerate launch unit1/train_unconditional.py --train_minutes 15",
                      metrics={"fid": 3.0, "fid_floor": 1.5, "kid_mean": 0.004, "kid_std": 0.0005,
                               "coverage": 0.99, "confidence": 0.95, "num_samples": 1000}),
@@ -47,6 +49,7 @@ def test_table_is_sorted_by_fid_with_missing_values_as_dashes(recipes):
     assert best[:5] == ["| 1", "ddpm-15min", "3", "2.00×", "0.004 ± 0.0005"]
     assert "cpu" in best and "15" in best and "128,000" in best and "1,000" in best and "small (0.69 M)" in best
     assert best[-1] == "`accelerate launch unit1/train_unconditional.py --train_minutes 15` |"
+    assert "ddpm 100 + AG 1.5 (step 1000)" in best and "dpm++ 20" in rows[1].split(" | ")  # AG: autoguidance
     unevaluated = rows[2].split(" | ")
     assert unevaluated[2] == MISSING and unevaluated[-1] == f"{MISSING} |"
     assert "cuda ×2 (fp16)" in unevaluated

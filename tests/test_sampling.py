@@ -93,3 +93,30 @@ def test_euler_without_input_scaling_would_be_wrong():
 def test_generate_rejects_nonsense_counts():
     with pytest.raises(ValueError, match="num_images"):
         generate(tiny_unet(), make_scheduler("ddim", DDPMScheduler()), num_images=0, num_inference_steps=2)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_autoguidance_extrapolates_from_the_guide_to_the_model(name):
+    """Exact predictors of two constant images, 0.5 (model) and 0.3 (guide): guidance w lands on 0.3 + w * 0.2."""
+    train = DDPMScheduler()
+    model, guide = OracleUNet(train.alphas_cumprod, value=0.5), OracleUNet(train.alphas_cumprod, value=0.3)
+    images = generate(model, make_scheduler(name, train), num_images=3, num_inference_steps=10,
+                      generator=torch.Generator().manual_seed(0), guide=guide, guidance_scale=1.5)
+    torch.testing.assert_close(images, torch.full_like(images, 0.6), atol=3e-3, rtol=0)
+
+
+def test_autoguidance_with_scale_one_or_an_identical_guide_changes_nothing():
+    unet, scheduler = tiny_unet(), make_scheduler("ddpm", DDPMScheduler())
+    plain = generate(unet, scheduler, num_images=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    for guide, scale in ((tiny_unet(), 2.0), (None, 1.0)):
+        guided = generate(unet, scheduler, num_images=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                          guide=guide, guidance_scale=scale)
+        torch.testing.assert_close(guided, plain, atol=1e-5, rtol=0)
+
+
+def test_autoguidance_rejects_a_scale_without_guide_and_a_mismatched_guide():
+    unet, scheduler = tiny_unet(), make_scheduler("ddpm", DDPMScheduler())
+    with pytest.raises(ValueError, match="needs a guide"):
+        generate(unet, scheduler, num_images=1, num_inference_steps=2, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="same model"):
+        generate(unet, scheduler, num_images=1, num_inference_steps=2, guide=tiny_unet(channels=3), guidance_scale=2.0)

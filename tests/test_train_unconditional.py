@@ -235,6 +235,31 @@ def test_torch_compile_flag_compiles_the_training_model(data, tmp_path, monkeypa
     assert kwargs["backend"] == "inductor" and isinstance(model, torch.nn.Module)
 
 
+def test_autoguidance_guide_is_the_ema_at_guide_step_and_survives_resume(data, tmp_path):
+    from diffusers import DDPMPipeline
+
+    from utils.sampling import load_guide
+
+    common = ["--use_ema", "--checkpointing_steps", "2", "--guide_step", "2", "--guidance_scale", "2"]
+    out = tmp_path / "guided"
+    assert run(data, out, "--max_train_steps", "4", *common) == 0
+    guide = load_guide(out)
+    ema_at_2 = load_file(str(out / "checkpoint-2" / "ema.safetensors"))
+    assert_same_weights(guide.state_dict(), ema_at_2)
+    assert_same_weights(load_file(str(out / "checkpoint-4" / "guide.safetensors")), ema_at_2)
+    assert not all(torch.equal(v, ema_at_2[k]) for k, v in unet_weights(out).items())  # the model moved on
+    assert recipe(out)["guide_step"] == 2 and recipe(out)["guidance_scale"] == 2
+    assert DDPMPipeline.from_pretrained(out).unet.config.sample_size == 8  # the extra folder does not get in the way
+
+    # Resuming after --guide_step takes the guide from the checkpoint.
+    assert run(data, out, "--max_train_steps", "6", *common, "--resume_from_checkpoint", "latest") == 0
+    assert_same_weights(load_guide(out).state_dict(), ema_at_2)
+
+    # A new run without autoguidance in the same folder removes the old guide.
+    assert run(data, out, "--max_train_steps", "1", "--overwrite_output_dir") == 0
+    assert load_guide(out) is None and not (out / "guide_unet").exists()
+
+
 def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path, capsys):
     assert run(data, tmp_path / "new", "--max_train_steps", "1", "--resume_from_checkpoint", "latest") == 0
     assert "starting a new run" in capsys.readouterr().out
@@ -302,9 +327,11 @@ def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypat
 
     calls = []
 
-    def fake_evaluate_pipeline(pipeline, num_samples, batch_size, sampler, num_inference_steps, seed, reference=None):
+    def fake_evaluate_pipeline(pipeline, num_samples, batch_size, sampler, num_inference_steps, seed, reference=None,
+                               guide=None, guidance_scale=1.0):
         calls.append(dict(pipeline=pipeline, num_samples=num_samples, batch_size=batch_size, sampler=sampler,
-                          num_inference_steps=num_inference_steps, seed=seed, reference=reference))
+                          num_inference_steps=num_inference_steps, seed=seed, reference=reference, guide=guide,
+                          guidance_scale=guidance_scale))
         return {"fake_score": 1.25}
 
     fake = types.ModuleType("utils.metrics")
@@ -323,6 +350,15 @@ def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypat
     assert recipe(out)["metrics"] == {"fake_score": 1.25}
     card = (out / "README.md").read_text()
     assert "fake_score" in card and "model-index" in card
+    assert call["guide"] is None and call["guidance_scale"] == 1.0
+
+    guided = tmp_path / "guided"  # with autoguidance, the metrics sample with the guide of --guide_step
+    assert run(data, guided, "--max_train_steps", "2", "--guide_step", "1", "--guidance_scale", "1.5",
+               "--eval_num_samples", "6") == 0
+    call = calls[-1]
+    assert call["guidance_scale"] == 1.5 and call["guide"] is not None
+    assert_same_weights(call["guide"].state_dict(),
+                        load_file(str(guided / "guide_unet" / "diffusion_pytorch_model.safetensors")))
 
     assert run(data, tmp_path / "few", "--eval_num_samples", "4") == 2  # below MIN_SAMPLES: refused up front
 
@@ -342,6 +378,9 @@ BAD_INPUTS = {
     "fp16 on cpu": (["--mixed_precision", "fp16", "--cpu"], "needs a CUDA GPU"),
     "zero batch size": (["--train_batch_size", "0"], "at least 1"),
     "non-positive snr gamma": (["--snr_gamma", "0"], "--snr_gamma must be positive"),
+    "guidance without a guide": (["--guidance_scale", "2"], "needs a guide: add --guide_step"),
+    "guide after the last step": (["--max_train_steps", "3", "--guide_step", "3", "--guidance_scale", "2"],
+                                  "must come before"),
 }
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 if __package__ in (None, ""):  # run as a script: make the course's utils importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,6 +66,7 @@ from utils.viz import make_grid
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GUIDE_FILE = "guide.safetensors"  # a checkpoint's copy of the autoguidance guide, once --guide_step has passed
 
 
 # ---------------------------------------------------------------- arguments
@@ -149,6 +151,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--sampler", default="dpm++", choices=SAMPLERS, help="Sampler for previews and metrics.")
     out.add_argument("--num_inference_steps", "--ddpm_num_inference_steps", type=int, default=25,
                      help="Sampling steps for previews and metrics.")
+    out.add_argument("--guide_step", type=int, help="Autoguidance: keep the weights (EMA when on) of this optimizer "
+                     "step as a weak guide model, saved as guide_unet/ beside the pipeline. Costs no training time.")
+    out.add_argument("--guidance_scale", type=float, default=1.0, help="Autoguidance strength for the final "
+                     "samples and metrics: guide + scale * (model - guide); 1 = plain sampling. Needs --guide_step.")
     out.add_argument("--eval_num_samples", type=int, default=0, help="After training, generate N images and "
                      "compute the metrics of utils.metrics (0: skip).")
     out.add_argument("--logger", default="tensorboard", choices=("tensorboard", "wandb", "none"))
@@ -176,6 +182,13 @@ def check_args(args) -> None:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
     check_snr_gamma(args.snr_gamma)
+    if args.guide_step is not None and args.guide_step < 1:
+        raise ConfigError(f"--guide_step must be at least 1, got {args.guide_step}.")
+    if not args.guidance_scale > 0:
+        raise ConfigError(f"--guidance_scale must be positive (1 = no guidance), got {args.guidance_scale}.")
+    if args.guidance_scale != 1 and args.guide_step is None:
+        raise ConfigError(f"--guidance_scale {args.guidance_scale:g} needs a guide: add --guide_step N, e.g. a "
+                          "fifth of the training steps.")
     if args.eval_num_samples:
         try:
             from utils import metrics
@@ -277,13 +290,14 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def save_preview(unet, noise_scheduler, args, path: Path, accelerator, step: int) -> None:
-    """Sample a grid with the fast sampler; write it as PNG and to the tracker."""
+def save_preview(unet, noise_scheduler, args, path: Path, accelerator, step: int, guide=None) -> None:
+    """Sample a grid with the run's sampler (autoguided when a guide is given); write it as PNG and to the tracker."""
     was_training = unet.training
     unet.eval()
     images = generate(unet, make_scheduler(args.sampler, noise_scheduler), args.eval_batch_size,
                       args.num_inference_steps, generator=torch.Generator().manual_seed(args.seed),
-                      batch_size=args.eval_batch_size)
+                      batch_size=args.eval_batch_size, guide=guide,
+                      guidance_scale=args.guidance_scale if guide is not None else 1.0)
     unet.train(was_training)
     grid = make_grid(images)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,12 +325,13 @@ def write_recipe(output_dir: Path, recipe: dict, repo_id: str) -> None:
     write_model_card(output_dir, recipe, recipe["metrics"], repo_id=repo_id, sample_image="samples/final.png")
 
 
-def evaluate(pipeline, images: torch.Tensor, args) -> dict[str, float]:
+def evaluate(pipeline, images: torch.Tensor, args, guide=None) -> dict[str, float]:
     """utils.metrics.evaluate_pipeline; RGB models are compared with (up to 5 000) training images."""
     from utils.metrics import evaluate_pipeline
 
     kwargs = dict(num_samples=args.eval_num_samples, batch_size=args.eval_batch_size, sampler=args.sampler,
-                  num_inference_steps=args.num_inference_steps, seed=args.seed)
+                  num_inference_steps=args.num_inference_steps, seed=args.seed, guide=guide,
+                  guidance_scale=args.guidance_scale)
     if images.shape[1] == 3:
         kwargs["reference"] = images[:5000].float() / 127.5 - 1
     return evaluate_pipeline(pipeline, **kwargs)
@@ -362,6 +377,9 @@ def train(args) -> dict:
     if max_steps < 1:
         raise ConfigError(f"One epoch has {micro_per_epoch} batch(es) per process, fewer than "
                           f"--gradient_accumulation_steps {ga}: train longer or accumulate less.")
+    if args.guide_step is not None and args.guide_step >= max_steps:
+        raise ConfigError(f"--guide_step {args.guide_step} must come before the last of the {max_steps} optimizer "
+                          "steps: the guide is an earlier, weaker state of the model.")
 
     # Model, noise schedule, EMA, optimizer and learning-rate schedule.
     set_seed(args.seed)
@@ -383,12 +401,19 @@ def train(args) -> dict:
     unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the plain module under torch.compile
 
     state = {"step": 0, "images_seen": 0, "train_seconds": 0.0, "loss": None}
+    guide = None  # the autoguidance guide: a frozen copy of the (EMA) weights at --guide_step
     if args.resume_path is not None:
         accelerator.load_state(str(args.resume_path))
         saved = json.loads((args.resume_path / "training_state.json").read_text())
         lr_scheduler.load_state_dict(saved.pop("lr_scheduler"))
         if ema is not None:
             ema.load(args.resume_path / "ema.safetensors")
+        if (args.resume_path / GUIDE_FILE).exists():
+            guide = final_unet(unwrapped, ema)
+            guide.load_state_dict(load_file(str(args.resume_path / GUIDE_FILE), device=str(accelerator.device)))
+        elif args.guide_step is not None and args.guide_step <= saved["step"]:
+            raise ConfigError(f"{args.resume_path} comes after --guide_step {args.guide_step} but holds no guide: "
+                              "resume from an earlier checkpoint or start a new run.")
         expected = {"world_size": world, "train_batch_size": args.train_batch_size,
                     "gradient_accumulation_steps": ga, "seed": args.seed}
         changed = [k for k, v in expected.items() if saved.get(k) != v]
@@ -408,6 +433,8 @@ def train(args) -> dict:
         if main_process:
             if ema is not None:
                 ema.save(tmp / "ema.safetensors")
+            if guide is not None:
+                save_file(guide.state_dict(), str(tmp / GUIDE_FILE))
             record = {**state, "lr_scheduler": lr_scheduler.state_dict(), "world_size": world,
                       "train_batch_size": args.train_batch_size, "gradient_accumulation_steps": ga,
                       "seed": args.seed}
@@ -462,6 +489,8 @@ def train(args) -> dict:
             ema.update(unwrapped)
         step += 1
         state["step"] = step
+        if step == args.guide_step:
+            guide = final_unet(unwrapped, ema)
         progress.update()
 
         if step % args.logging_steps == 0 or step == max_steps:  # the only host sync of the loop
@@ -484,7 +513,7 @@ def train(args) -> dict:
                              args, output_dir / "samples" / f"epoch_{epochs_done:04d}.png", accelerator, step)
             if main_process and epochs_done % args.save_model_epochs == 0:
                 save_pipeline_atomically(DDPMPipeline(unet=final_unet(unwrapped, ema),
-                                                      scheduler=noise_scheduler), output_dir)
+                                                      scheduler=noise_scheduler), output_dir, guide)
             accelerator.wait_for_everyone()
         start += time.perf_counter() - pause
     progress.close()
@@ -497,8 +526,9 @@ def train(args) -> dict:
     recipe = {}
     if main_process:
         pipeline = DDPMPipeline(unet=final_unet(unwrapped, ema), scheduler=noise_scheduler)
-        save_pipeline_atomically(pipeline, output_dir)
-        save_preview(pipeline.unet, noise_scheduler, args, output_dir / "samples" / "final.png", accelerator, step)
+        save_pipeline_atomically(pipeline, output_dir, guide)
+        save_preview(pipeline.unet, noise_scheduler, args, output_dir / "samples" / "final.png", accelerator, step,
+                     guide)
         recipe = {
             "command": launch_command(args.argv), **recipe_args, "dataset": data_info["dataset"],
             "dataset_fallback": data_info["fallback"], "num_train_images": data_info["num_train_images"],
@@ -514,7 +544,7 @@ def train(args) -> dict:
         repo_id = args.hub_model_id or output_dir.resolve().name
         write_recipe(output_dir, recipe, repo_id)
         if args.eval_num_samples > 0:  # only once the model and its recipe are safe on disk
-            recipe["metrics"] = evaluate(pipeline, images, args)
+            recipe["metrics"] = evaluate(pipeline, images, args, guide)
             write_recipe(output_dir, recipe, repo_id)
         print(f"Saved the pipeline, samples/final.png and recipe.json in {output_dir} "
               f"({step} steps, {recipe['train_minutes']:.1f} min, final loss {state['loss']:.4f}).")

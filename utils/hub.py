@@ -64,6 +64,20 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
     lines += ["## Usage", "", "```python", "from diffusers import DDPMPipeline", "",
               f"pipeline = DDPMPipeline.from_pretrained({repo_id!r})",
               "image = pipeline().images[0]", "image", "```", ""]
+    scale = recipe.get("guidance_scale") or 1
+    if recipe.get("guide_step") and scale != 1:
+        lines += [f"The metrics were measured with autoguidance (Karras et al. 2024): the weights of step "
+                  f"{recipe['guide_step']} are kept in `guide_unet/` and steer each sampling step away from their "
+                  "mistakes.", "", "```python", "import torch", "from diffusers import DDPMScheduler, UNet2DModel", "",
+                  f"guide = UNet2DModel.from_pretrained({repo_id!r}, subfolder=\"guide_unet\")",
+                  "scheduler = DDPMScheduler.from_config(pipeline.scheduler.config, timestep_spacing=\"trailing\")",
+                  f"scheduler.set_timesteps({recipe.get('num_inference_steps') or 100})", "unet = pipeline.unet",
+                  "x = torch.randn(16, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)",
+                  "with torch.no_grad():", "    for t in scheduler.timesteps:",
+                  "        weak = guide(x, t).sample",
+                  f"        prediction = weak + {scale:g} * (unet(x, t).sample - weak)",
+                  "        x = scheduler.step(prediction, t, x).prev_sample",
+                  "images = (x.clamp(-1, 1) + 1) / 2  # (16, C, H, W) in [0, 1]", "```", ""]
     if metrics:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]

@@ -96,8 +96,15 @@ def _ratio(ratio: float) -> str:
 
 
 def _sampler(recipe: dict) -> str:
+    """'ddpm 100', and with autoguidance 'ddpm 100 + AG 1.5 (step 1000)'."""
     sampler, steps = recipe.get("sampler"), recipe.get("num_inference_steps")
-    return MISSING if sampler is None else f"{sampler} {steps}" if steps is not None else str(sampler)
+    if sampler is None:
+        return MISSING
+    text = f"{sampler} {steps}" if steps is not None else str(sampler)
+    scale = recipe.get("guidance_scale") or 1
+    if recipe.get("guide_step") and scale != 1:
+        text += f" + AG {scale:g} (step {recipe['guide_step']})"
+    return text
 
 
 def _device(recipe: dict) -> str:

@@ -334,16 +334,24 @@ def finish_checkpoint(tmp: Path, final: Path, total_limit: int | None) -> list[P
     return removed
 
 
-def save_pipeline_atomically(pipeline, output_dir: str | Path) -> Path:
+def save_pipeline_atomically(pipeline, output_dir: str | Path, guide=None) -> Path:
     """save_pretrained (safetensors) into a temporary folder, then move each part into ``output_dir``.
 
-    An interrupted save leaves the previous unet/ and scheduler/ folders whole.
+    An interrupted save leaves the previous unet/ and scheduler/ folders whole. An autoguidance ``guide``
+    (a UNet) is saved as guide_unet/; without one, a guide_unet/ left by an earlier run is removed, so the
+    folder never pairs a model with a guide that is not its own.
     """
+    from .sampling import GUIDE_FOLDER
+
     output_dir = Path(output_dir)
     tmp = output_dir / ".pipeline.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     pipeline.save_pretrained(tmp, safe_serialization=True)
+    if guide is not None:
+        guide.save_pretrained(tmp / GUIDE_FOLDER, safe_serialization=True)
+    elif (output_dir / GUIDE_FOLDER).exists():
+        shutil.rmtree(output_dir / GUIDE_FOLDER)
     for part in sorted(tmp.iterdir(), key=lambda p: p.name == "model_index.json"):  # the index goes last
         _replace_folder(part, output_dir / part.name)
     tmp.rmdir()
