@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the course's utils import
 import torch  # noqa: E402
 
 from utils.metrics import MetricUnavailable, digit_metrics, inception_metrics  # noqa: E402
-from utils.sampling import generate, make_scheduler  # noqa: E402
+from utils.sampling import GUIDE_FOLDER, generate, load_guide, make_scheduler  # noqa: E402
 
 SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "euler": "Euler"}
 
@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ddpm_steps", type=int, default=1000, help="steps of the DDPM reference (0: skip it)")
     parser.add_argument("--reference_dataset", help="for RGB models: a Hub dataset name whose images the samples "
                         "are compared with (Inception FID; needs torch-fidelity)")
+    parser.add_argument("--guidance_scale", type=float, default=1.0,
+                        help=f"autoguidance with the guide saved in PIPELINE_DIR/{GUIDE_FOLDER} (training with "
+                        "--guide_step); 1 = plain sampling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", type=Path, default=Path("unit1/images"))
     return parser.parse_args(argv)
@@ -79,6 +82,11 @@ def score(samples: torch.Tensor, reference: torch.Tensor | None) -> dict[str, fl
 def run(args: argparse.Namespace) -> list[dict]:
     pipeline = load_pipeline(args.pipeline_dir)
     unet = pipeline.unet.eval()
+    guide = load_guide(args.pipeline_dir) if args.guidance_scale != 1 else None
+    if args.guidance_scale != 1 and guide is None:
+        raise SystemExit(f"error: --guidance_scale {args.guidance_scale:g} needs the guide model "
+                         f"{args.pipeline_dir / GUIDE_FOLDER}, which does not exist. Train with --guide_step N, or "
+                         "leave --guidance_scale at 1.")
     reference = load_reference(args.reference_dataset, unet, args.num_samples)
     settings = [("ddpm", args.ddpm_steps)] if args.ddpm_steps else []
     settings += [(sampler, steps) for sampler in args.samplers for steps in args.steps]
@@ -87,7 +95,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         scheduler = make_scheduler(sampler, pipeline.scheduler.config)
         start, start_cpu = time.perf_counter(), time.process_time()
         samples = generate(unet, scheduler, args.num_samples, steps, batch_size=args.batch_size,
-                           generator=torch.Generator().manual_seed(args.seed), progress=True)
+                           generator=torch.Generator().manual_seed(args.seed), progress=True, guide=guide,
+                           guidance_scale=args.guidance_scale)
         rows.append({"sampler": sampler, "steps": steps,
                      "seconds_per_image": (time.perf_counter() - start) / args.num_samples,
                      "cpu_seconds_per_image": (time.process_time() - start_cpu) / args.num_samples,
@@ -111,8 +120,11 @@ def markdown_table(rows: list[dict], args: argparse.Namespace, command: str) -> 
                      f"{_format(row.get('coverage'))} | {_format(row.get('confidence'))} | "
                      f"{row['seconds_per_image']:.3g} | {row['cpu_seconds_per_image']:.3g} |")
     floor = next((row["fid_floor"] for row in rows if "fid_floor" in row), None)
+    guided = (f"すべての設定で、自分の早い段階の重み（{GUIDE_FOLDER}/）に導かせる autoguidance を強さ "
+              f"{args.guidance_scale:g} で使っています（1 ステップにモデルを 2 回使います）。"
+              if args.guidance_scale != 1 else "")
     lines += ["", f"各設定で同じ初期ノイズから {args.num_samples} 枚を生成し、評価しました"
-              + (f"（本物どうしの FID の下限は {floor:.3g}）。" if floor is not None else "。"),
+              + (f"（本物どうしの FID の下限は {floor:.3g}）。" if floor is not None else "。") + guided,
               f"時間は生成だけを PyTorch のスレッド数 {torch.get_num_threads()} で測ったものです。実時間はマシンの混み具合で"
               "大きく変わるため、図では CPU 時間（全スレッドの合計）を使っています。",
               f"作成コマンド: `{command}`", ""]

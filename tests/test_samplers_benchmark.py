@@ -55,3 +55,19 @@ def test_rgb_model_without_a_reference_reports_time_only(tmp_path, capsys):
 def test_a_folder_without_a_pipeline_gets_a_clear_message(tmp_path):
     with pytest.raises(SystemExit, match="not a saved pipeline"):
         benchmark.main([str(tmp_path)])
+
+
+def test_autoguidance_uses_the_saved_guide_and_needs_one(tmp_path):
+    pipeline_dir = save_tiny_pipeline(tmp_path / "pipeline", channels=1)
+    argv = [str(pipeline_dir), "--num_samples", "10", "--steps", "2", "--samplers", "ddim", "--ddpm_steps", "0",
+            "--guidance_scale", "1.5", "--output_dir", str(tmp_path / "images")]
+    with pytest.raises(SystemExit, match="needs the guide model"):
+        benchmark.main(argv)
+    torch.manual_seed(1)
+    guide = UNet2DModel.from_pretrained(pipeline_dir / "unet")
+    for parameter in guide.parameters():
+        parameter.data.add_(0.1 * torch.randn_like(parameter))
+    guide.save_pretrained(pipeline_dir / "guide_unet")
+    assert benchmark.main(argv) == 0
+    table = (tmp_path / "images" / "samplers.md").read_text(encoding="utf-8")
+    assert "autoguidance を強さ 1.5 で" in table and "| DDIM | 2 |" in table
