@@ -57,22 +57,25 @@ def run(args: argparse.Namespace) -> list[dict]:
     from diffusers import DDPMPipeline
 
     from utils.metrics import evaluate_pipeline
+    from utils.training import list_checkpoints
 
     if not (args.run_dir / "model_index.json").is_file():
         raise SystemExit(f"error: {args.run_dir} is not a saved pipeline (no model_index.json): pass the "
                          "output_dir of a finished unit1/train_unconditional.py run.")
     missing = [step for step in args.guide_steps if not (args.run_dir / f"checkpoint-{step}").is_dir()]
     if missing:
-        kept = sorted(int(p.name.split("-")[1]) for p in args.run_dir.glob("checkpoint-*") if p.name[11:].isdigit())
+        kept = [int(p.name.split("-")[1]) for p in list_checkpoints(args.run_dir)]
         raise SystemExit(f"error: no checkpoint for step(s) {missing} in {args.run_dir}; it has {kept or 'none'}. "
                          "Train with --checkpointing_steps to keep guides to choose from.")
     pipeline = DDPMPipeline.from_pretrained(args.run_dir).to("cpu")
     if pipeline.unet.config.in_channels != 1:
         raise SystemExit("error: only 1-channel digit models have an offline metric to choose a guide with.")
+    guides = {None: None, **{step: load_guide_checkpoint(pipeline.unet, args.run_dir / f"checkpoint-{step}")
+                             for step in args.guide_steps}}  # each read once, not once per scale
     settings = [(None, 1.0)] + [(step, scale) for step in args.guide_steps for scale in args.scales]
     rows = []
     for step, scale in settings:
-        guide = None if step is None else load_guide_checkpoint(pipeline.unet, args.run_dir / f"checkpoint-{step}")
+        guide = guides[step]
         start = time.perf_counter()
         metrics = evaluate_pipeline(pipeline, num_samples=args.num_samples, batch_size=args.batch_size,
                                     sampler=args.sampler, num_inference_steps=args.num_inference_steps,
