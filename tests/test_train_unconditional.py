@@ -110,7 +110,8 @@ def test_help_lists_every_flag(capsys):
         use_ema ema_inv_gamma ema_power ema_max_decay prediction_type ddpm_num_steps ddpm_beta_schedule
         mixed_precision output_dir save_images_epochs save_model_epochs checkpointing_steps checkpoints_total_limit
         resume_from_checkpoint logger push_to_hub hub_model_id hub_private_repo seed model_config_name_or_path
-        model_size channels sampler num_inference_steps eval_num_samples snr_gamma""".split()
+        model_size channels sampler num_inference_steps eval_num_samples snr_gamma snr_plus_one guide_step
+        guidance_scale""".split()
     missing = [flag for flag in flags if f"--{flag}" not in text]
     assert not missing
     assert "v_prediction" in text and "tiny" in text and "dpm++" in text
@@ -378,6 +379,7 @@ BAD_INPUTS = {
     "fp16 on cpu": (["--mixed_precision", "fp16", "--cpu"], "needs a CUDA GPU"),
     "zero batch size": (["--train_batch_size", "0"], "at least 1"),
     "non-positive snr gamma": (["--snr_gamma", "0"], "--snr_gamma must be positive"),
+    "snr plus one without a gamma": (["--prediction_type", "v_prediction", "--snr_plus_one"], "add --snr_gamma"),
     "guidance without a guide": (["--guidance_scale", "2"], "needs a guide: add --guide_step"),
     "guide after the last step": (["--max_train_steps", "3", "--guide_step", "3", "--guidance_scale", "2"],
                                   "must come before"),

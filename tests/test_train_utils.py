@@ -82,6 +82,30 @@ def test_min_snr_loss_weights_each_sample_by_its_timestep():
     assert 0 < weights.min() and weights.max() < 1  # v-prediction weights are min(SNR, 5) / (SNR + 1)
 
 
+def test_min_snr_plus_one_keeps_the_v_loss_at_noisy_timesteps_and_clips_clean_ones():
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    alphas_cumprod = scheduler.alphas_cumprod.double()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    weights = min_snr_weights(scheduler.alphas_cumprod, "v_prediction", 5.0, plus_one=True)
+    noisy = snr + 1 <= 5.0  # SNR <= γ - 1: the plain, unweighted v-loss
+    assert noisy[-1] and not noisy[0]
+    torch.testing.assert_close(weights[noisy], torch.ones(int(noisy.sum())))
+    torch.testing.assert_close(weights[~noisy], (5.0 / (snr[~noisy] + 1)).float())
+    paper = min_snr_weights(scheduler.alphas_cumprod, "v_prediction", 5.0)
+    assert paper[-1] < 1e-3 and weights[-1] == 1  # the paper's form all but ignores the noisiest timestep
+    clean = snr >= 5.0
+    torch.testing.assert_close(weights[clean], paper[clean])  # nearly clean: the paper's clipped weights
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prediction_type="epsilon", snr_gamma=5.0), "v_prediction only"),
+    (dict(prediction_type="v_prediction", snr_gamma=None), "add --snr_gamma"),
+])
+def test_min_snr_plus_one_needs_v_prediction_and_a_gamma(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        DiffusionLoss(DDPMScheduler(), snr_plus_one=True, **kwargs)
+
+
 def test_min_snr_epsilon_weights_stay_finite_at_zero_snr():
     alphas_cumprod = torch.tensor([0.999, 0.5, 0.0])  # a zero-terminal-SNR schedule ends at ᾱ = 0
     weights = min_snr_weights(alphas_cumprod, "epsilon", 5.0)

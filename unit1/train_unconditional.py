@@ -113,6 +113,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--lr_warmup_steps", type=int, default=500, help="Optimizer steps of linear warm-up.")
     train.add_argument("--snr_gamma", type=float, help="Min-SNR-γ loss weighting (Hang et al., 2023); 5 is the "
                        "usual value. Unset: the plain mean squared error.")
+    train.add_argument("--snr_plus_one", action="store_true", help="With --snr_gamma and v-prediction: weight "
+                       "min(SNR+1, γ)/(SNR+1), which keeps the full v-loss at the noisiest timesteps (where the "
+                       "model decides what to draw) instead of the paper's min(SNR, γ)/(SNR+1).")
     train.add_argument("--adam_beta1", type=float, default=0.95)
     train.add_argument("--adam_beta2", type=float, default=0.999)
     train.add_argument("--adam_weight_decay", type=float, default=1e-6)
@@ -181,7 +184,7 @@ def check_args(args) -> None:
     for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    check_snr_gamma(args.snr_gamma)
+    check_snr_gamma(args.snr_gamma, args.prediction_type, args.snr_plus_one)
     if args.guide_step is not None and args.guide_step < 1:
         raise ConfigError(f"--guide_step must be at least 1, got {args.guide_step}.")
     if not args.guidance_scale > 0:
@@ -389,7 +392,7 @@ def train(args) -> dict:
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
                                     prediction_type=args.prediction_type)
     loss_fn = DiffusionLoss(noise_scheduler, args.prediction_type, accelerator.device, memory_format,
-                            args.snr_gamma)
+                            args.snr_gamma, args.snr_plus_one)
     ema = EMA(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power, args.ema_min_decay) if args.use_ema else None
     optimizer = make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
                                args.adam_weight_decay, args.adam_epsilon, accelerator.device)

@@ -95,18 +95,20 @@ class DiffusionLoss:
     """The DDPM training objective with the noise schedule kept on the device (no per-step copies)."""
 
     def __init__(self, noise_scheduler, prediction_type: str = "epsilon", device=None,
-                 memory_format: torch.memory_format = torch.contiguous_format, snr_gamma: float | None = None):
+                 memory_format: torch.memory_format = torch.contiguous_format, snr_gamma: float | None = None,
+                 snr_plus_one: bool = False):
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"Unknown prediction type {prediction_type!r}: choose one of "
                               f"{', '.join(PREDICTION_TYPES)}.")
-        check_snr_gamma(snr_gamma)
+        check_snr_gamma(snr_gamma, prediction_type, snr_plus_one)
         alphas_cumprod = noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.sqrt_alpha = alphas_cumprod.sqrt()
         self.sqrt_one_minus_alpha = (1 - alphas_cumprod).sqrt()
         self.num_timesteps = len(alphas_cumprod)
         self.prediction_type = prediction_type
         self.memory_format = memory_format
-        self.weights = None if snr_gamma is None else min_snr_weights(alphas_cumprod, prediction_type, snr_gamma)
+        self.weights = (None if snr_gamma is None else
+                        min_snr_weights(alphas_cumprod, prediction_type, snr_gamma, snr_plus_one))
 
     def __call__(self, model, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Noise ``clean`` at random timesteps, predict, and return the mean squared error."""
@@ -123,22 +125,35 @@ class DiffusionLoss:
         return (self.weights[timesteps] * per_sample).mean()
 
 
-def check_snr_gamma(snr_gamma: float | None) -> None:
-    """Raise ConfigError unless ``snr_gamma`` is unset (no weighting) or positive."""
+def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", snr_plus_one: bool = False) -> None:
+    """Raise ConfigError unless ``snr_gamma`` is unset (no weighting) or positive, and ``snr_plus_one`` fits."""
     if snr_gamma is not None and not snr_gamma > 0:
         raise ConfigError(f"--snr_gamma must be positive (5 is the usual value), got {snr_gamma}; leave it out "
                           "for the plain unweighted loss.")
+    if snr_plus_one and snr_gamma is None:
+        raise ConfigError("--snr_plus_one changes the Min-SNR-γ weighting: add --snr_gamma (e.g. 5) as well.")
+    if snr_plus_one and prediction_type != "v_prediction":
+        raise ConfigError(f"--snr_plus_one is for --prediction_type v_prediction only (got {prediction_type}): "
+                          "with other targets its weight would be unbounded at the noisiest timesteps.")
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, prediction_type: str, gamma: float) -> torch.Tensor:
+def min_snr_weights(alphas_cumprod: torch.Tensor, prediction_type: str, gamma: float,
+                    plus_one: bool = False) -> torch.Tensor:
     """Per-timestep loss weights of Min-SNR-γ (Hang et al., 2023), one per entry of ``alphas_cumprod``.
 
     Each timestep's error is weighted as if the loss were on the clean image with weight min(SNR, γ), where
     SNR = ᾱ / (1 - ᾱ): for ε-prediction that is min(SNR, γ) / SNR, for v-prediction min(SNR, γ) / (SNR + 1).
     Nearly clean timesteps then stop dominating the gradient, which speeds up training.
+
+    For v-prediction that formula also turns the noisiest timesteps down towards 0, where plain v-prediction
+    weighs them fully. ``plus_one`` (v-prediction only) uses min(SNR + 1, γ) / (SNR + 1) instead, the form of
+    diffusers PR #5238: the plain v-loss, clipped only where the image is nearly clean, as Min-SNR-γ does for ε.
     """
+    check_snr_gamma(gamma, prediction_type, plus_one)
     alphas_cumprod = alphas_cumprod.double()
     snr = alphas_cumprod / (1 - alphas_cumprod)
+    if plus_one:
+        return ((snr + 1).clamp(max=gamma) / (snr + 1)).float()
     clipped = snr.clamp(max=gamma)
     weights = {"epsilon": (gamma / snr).clamp(max=1), "sample": clipped,  # min(SNR, γ) / SNR, also at SNR 0
                "v_prediction": clipped / (snr + 1)}[prediction_type]
