@@ -46,7 +46,7 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     repo_id = repo_id or folder.name
-    lines = ["---", "library_name: diffusers", "license: mit",
+    lines = ["---", "library_name: diffusers", "license: apache-2.0",
              "tags:", "- pytorch", "- diffusers", "- unconditional-image-generation", "- diffusion-models-class"]
     if metrics:
         lines += ["model-index:", f"- name: {_yaml_value(repo_id)}", "  results:",
