@@ -5,7 +5,16 @@ import json
 import pytest
 from PIL import Image
 
-from utils.leaderboard import MISSING, RecipeError, label_groups, leaderboard_markdown, load_recipes, main, sort_recipes
+from utils.leaderboard import (
+    MISSING,
+    RecipeError,
+    label_groups,
+    leaderboard_markdown,
+    load_recipes,
+    main,
+    main_idea,
+    sort_recipes,
+)
 
 
 def write_recipe(folder, **recipe):
@@ -122,3 +131,37 @@ def test_readme_table_is_replaced_between_markers_and_checked(recipes, tmp_path,
 def test_plot_labels_of_near_identical_recipes_are_merged_not_overprinted():
     points = [(1.0, 1.0, 1), (1.0, 1.003, 2), (10.0, 1.0, 3), (1.01, 1.002, 4), (1.0, 10.0, 5), (2.0, -0.1, 6)]
     assert label_groups(points) == [(1.0, 1.0, [1, 2, 4]), (10.0, 1.0, [3]), (1.0, 10.0, [5]), (2.0, -0.1, [6])]
+
+
+def test_summary_shows_the_top_recipes_in_a_short_table_and_is_checked(recipes, tmp_path, capsys):
+    full, unit = tmp_path / "leaderboard" / "README.md", tmp_path / "README.md"
+    full.parent.mkdir()
+    full.write_text("<!-- leaderboard:start -->\n<!-- leaderboard:end -->\n", encoding="utf-8")
+    unit.write_text("# Unit\n<!-- leaderboard-top:start -->\nold\n<!-- leaderboard-top:end -->\nEnd.\n", encoding="utf-8")
+    args = [str(path) for path in recipes] + ["--readme", str(full), "--summary", str(unit), "--top", "2"]
+    assert main([*args, "--check"]) == 1
+    assert capsys.readouterr().out.count("out of date") == 2
+    assert main(args) == 0
+    text = unit.read_text(encoding="utf-8")
+    rows = table_rows(text)
+    assert len(rows) == 2 and rows[0].split(" | ")[:4] == ["| 1", "ddpm-15min", "3", "2.00×"]
+    assert rows[0].count(" | ") == 6 and "`" not in rows[0]  # rank, recipe, FID, ratio, coverage, minutes, idea
+    assert "[leaderboard/README.md](leaderboard/README.md)" in text and text.endswith("<!-- leaderboard-top:end -->\nEnd.\n")
+    assert len(table_rows(full.read_text(encoding="utf-8"))) == 4
+    assert main([*args, "--check"]) == 0
+    unit.write_text("# No summary markers\n", encoding="utf-8")
+    assert main(args) == 2
+    assert "leaderboard-top:start" in capsys.readouterr().err
+
+
+def test_main_idea_is_made_from_the_recipe():
+    recipe = dict(model_size="micro-conv", prediction_type="v_prediction", train_batch_size=32, snr_gamma=5.0,
+                  snr_plus_one=True, guide_step=1000, guidance_scale=1.5, sampler="ddpm", num_inference_steps=250,
+                  seed=1)
+    assert main_idea(recipe) == "micro-conv · v 予測 · バッチ 32 · Min-SNR 5 (+1) · AG 1.5 · ddpm 250 · seed 1"
+    assert main_idea({}) == MISSING
+
+
+def test_the_floor_note_says_what_the_metric_cannot_show(recipes):
+    note = leaderboard_markdown(load_recipes(recipes))
+    assert "暗記" in note and "評価枚数" in note

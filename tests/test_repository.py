@@ -44,7 +44,8 @@ def test_badges_and_setup_cells_are_in_sync():
     assert not stale, f"run `python -m utils.sync_course` to regenerate: {stale}"
 
 
-LEADERBOARD_COMMAND = ["unit1/leaderboard", "--readme", "unit1/README.md", "--plot", "unit1/images/leaderboard.png"]
+LEADERBOARD_COMMAND = ["unit1/leaderboard", "--readme", "unit1/leaderboard/README.md", "--summary", "unit1/README.md",
+                       "--plot", "unit1/images/leaderboard.png"]
 
 
 def test_leaderboard_in_the_unit_readme_is_made_from_the_committed_recipes(monkeypatch, capsys):
@@ -60,8 +61,20 @@ def test_leaderboard_in_the_unit_readme_is_made_from_the_committed_recipes(monke
         assert (folder / "samples" / "final.png").is_file(), folder.name
     assert (ROOT / "unit1" / "images" / "leaderboard.png").is_file()
     assert leaderboard.main([*LEADERBOARD_COMMAND, "--check"]) == 0, capsys.readouterr().out
-    readme = (ROOT / "unit1" / "README.md").read_text(encoding="utf-8")
-    assert f"python -m utils.leaderboard {' '.join(LEADERBOARD_COMMAND)}" in readme
+    for readme in ("unit1/leaderboard/README.md", "unit1/README.md"):
+        text = (ROOT / readme).read_text(encoding="utf-8")
+        assert f"python -m utils.leaderboard {' '.join(LEADERBOARD_COMMAND)}" in text, readme
+
+
+def test_unit_readme_is_short_and_its_relative_links_resolve():
+    unit = (ROOT / "unit1" / "README.md").read_text(encoding="utf-8")
+    assert len(unit) < 12_000, f"unit1/README.md has {len(unit)} characters; move details to unit1/leaderboard/"
+    for readme in (ROOT / "README.md", ROOT / "unit1" / "README.md", ROOT / "unit1" / "TRAINING.md",
+                   ROOT / "unit1" / "leaderboard" / "README.md"):
+        for target in re.findall(r"\]\(([^)\s]+)\)", readme.read_text(encoding="utf-8")):
+            path = target.split("#")[0]
+            if path and not re.match(r"[a-z]+:", path):
+                assert (readme.parent / path).exists(), f"{readme.relative_to(ROOT)} links to missing {target}"
 
 
 def test_repository_name_lives_in_one_source_file():

@@ -1,13 +1,16 @@
 """Collect training recipes (``recipe.json`` files written by the training script) into a leaderboard.
 
     python -m utils.leaderboard RUN_DIR/recipe.json [MORE ...] --markdown OUT.md --plot OUT.png
-    python -m utils.leaderboard unit1/leaderboard --readme unit1/README.md --plot unit1/images/leaderboard.png
+    python -m utils.leaderboard unit1/leaderboard --readme unit1/leaderboard/README.md --summary unit1/README.md \
+        --plot unit1/images/leaderboard.png
 
 The markdown table is sorted by the metric (lower FID is better) and shows the device, training minutes,
 images seen and the exact command of each recipe; the plot shows quality against compute.
 A folder argument means the ``recipe.json`` inside it, or else the ``*/recipe.json`` of its sub-folders.
-``--readme`` replaces the table between the leaderboard markers of a markdown file (``--check`` only
-reports whether it is up to date). Missing values are shown as "—".
+``--readme`` replaces the full table between the leaderboard markers of a markdown file; ``--summary``
+replaces a short table of the ``--top`` best recipes (rank, recipe, FID, coverage, minutes, main settings)
+between the summary markers of another file. ``--check`` only reports whether both are up to date.
+Missing values are shown as "—".
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
 
 MISSING = "—"
 TABLE_START, TABLE_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+SUMMARY_START, SUMMARY_END = "<!-- leaderboard-top:start -->", "<!-- leaderboard-top:end -->"
 LOWER_IS_BETTER = {"fid": True, "kid_mean": True, "coverage": False, "confidence": False}
 DISPLAY_NAMES = {"fid": "FID", "kid_mean": "KID"}
 
@@ -137,6 +142,53 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+FLOOR_NOTE = ("「下限比」は FID を、学習用の本物の数字を評価したときの FID（fid_floor、下限）で割った値です。"
+              "学習データをそのまま写しただけの「モデル」でも下限比はほぼ 1 になるので、この指標では暗記と新しい数字の生成を"
+              "区別できません。また下限比は評価枚数で変わるため、比べられるのは同じデータ・同じ評価枚数のレシピどうしだけです。")
+
+
+def main_idea(recipe: dict) -> str:
+    """The settings that set a recipe apart, in a few words made from its recipe.json (e.g. 'micro-conv · v 予測 ·
+    バッチ 32 · Min-SNR 5 · AG 1.5 · ddpm 250')."""
+    parts = [str(recipe["model_size"])] if recipe.get("model_size") else []
+    if recipe.get("prediction_type"):
+        parts.append({"v_prediction": "v 予測", "epsilon": "ε 予測"}.get(recipe["prediction_type"],
+                                                                       str(recipe["prediction_type"])))
+    if recipe.get("train_batch_size"):
+        parts.append(f"バッチ {recipe['train_batch_size']}")
+    if recipe.get("snr_gamma"):
+        parts.append(f"Min-SNR {recipe['snr_gamma']:g}" + (" (+1)" if recipe.get("snr_plus_one") else ""))
+    scale = recipe.get("guidance_scale") or 1
+    if recipe.get("guide_step") and scale != 1:
+        parts.append(f"AG {scale:g}")
+    if recipe.get("sampler"):
+        steps = recipe.get("num_inference_steps")
+        parts.append(f"{recipe['sampler']} {steps}" if steps is not None else str(recipe["sampler"]))
+    if recipe.get("seed") not in (None, 0):
+        parts.append(f"seed {recipe['seed']}")
+    return " · ".join(parts) or MISSING
+
+
+def summary_markdown(recipes: list[dict], top: int = 5, metric: str = "fid", command: str | None = None,
+                     full_table: str | None = None) -> str:
+    """A short table of the ``top`` best recipes: rank, recipe, metric, floor ratio, coverage, minutes, main idea."""
+    name = DISPLAY_NAMES.get(metric, metric)
+    lines = [f"| 順位 | レシピ | {name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'} | 下限比 | coverage | "
+             "学習時間（分） | 主な設定 |", "|---:|---|---:|---:|---:|---:|---|"]
+    for rank, recipe in enumerate(sort_recipes(recipes, metric)[:top], start=1):
+        value, floor = metric_value(recipe, metric), metric_value(recipe, "fid_floor")
+        ratio = _ratio(value / floor) if metric == "fid" and value is not None and floor else MISSING
+        row = [rank, recipe_name(recipe), _number(value), ratio, _number((recipe.get("metrics") or {}).get("coverage")),
+               _number(recipe.get("train_minutes")), main_idea(recipe)]
+        lines.append("| " + " | ".join(map(_cell, row)) + " |")
+    notes = [""]
+    if full_table:
+        notes.append(f"全 {len(recipes)} 件の表（コマンド付き）は [{full_table}]({full_table}) にあります。")
+    if command:
+        notes.append(f"この表は `{command}` で作成しました。")
+    return "\n".join(lines + notes) + "\n"
+
+
 def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str | None = None) -> str:
     """A markdown table of the recipes, best first, with a note on how to read it and the command that made it."""
     name = DISPLAY_NAMES.get(metric, metric)
@@ -160,20 +212,20 @@ def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str 
         lines.append("| " + " | ".join([*map(_cell, row), command_text]) + " |")
     notes = ["", f"{name} が小さいほど本物の画像に近いことを表します。" if LOWER_IS_BETTER.get(metric, True)
              else f"{name} が大きいほど良い結果です。",
-             "「下限比」は FID を本物どうしの FID（fid_floor）で割った値で、1 に近いほど本物の数字と見分けがつきません。"
-             "数値を比べられるのは、同じデータ・同じ評価枚数のレシピどうしだけです。"]
+             FLOOR_NOTE]
     if command:
         notes.append(f"この表と図は `{command}` で作成しました。")
     return "\n".join(lines + notes) + "\n"
 
 
-def replace_table(text: str, table: str, name: str = "the file") -> str:
-    """``text`` with the part between the leaderboard markers replaced by ``table``."""
-    start, end = text.find(TABLE_START), text.find(TABLE_END)
+def replace_table(text: str, table: str, name: str = "the file", markers=(TABLE_START, TABLE_END)) -> str:
+    """``text`` with the part between the leaderboard markers (or the given ``markers``) replaced by ``table``."""
+    first, last = markers
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise RecipeError(f"{name} has no leaderboard markers: put the lines {TABLE_START} and {TABLE_END} "
+        raise RecipeError(f"{name} has no leaderboard markers: put the lines {first} and {last} "
                           "where the table should go.")
-    return text[:start + len(TABLE_START)] + "\n" + table + text[end:]
+    return text[:start + len(first)] + "\n" + table + text[end:]
 
 
 def log_axes(ax) -> None:
@@ -260,45 +312,65 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("recipes", nargs="+", help="recipe.json files, or folders that contain one")
     parser.add_argument("--metric", default="fid", help="key of the recipes' 'metrics' to sort by (default: fid)")
     parser.add_argument("--markdown", type=Path, help="write the table here (default: print it)")
-    parser.add_argument("--readme", type=Path, help="replace the table between the leaderboard markers "
+    parser.add_argument("--readme", type=Path, help="replace the full table between the leaderboard markers "
                         f"({TABLE_START} ... {TABLE_END}) of this markdown file")
-    parser.add_argument("--check", action="store_true", help="with --readme: write nothing, exit 1 when the "
-                        "table there differs from the recipes")
+    parser.add_argument("--summary", type=Path, help="replace a short table of the --top best recipes between the "
+                        f"summary markers ({SUMMARY_START} ... {SUMMARY_END}) of this markdown file")
+    parser.add_argument("--top", type=int, default=5, help="how many recipes the --summary table shows (default: 5)")
+    parser.add_argument("--check", action="store_true", help="with --readme and/or --summary: write nothing, exit 1 "
+                        "when a table there differs from the recipes")
     parser.add_argument("--plot", type=Path, help="write the quality-vs-compute scatter plot (PNG) here")
     args = parser.parse_args(argv)
-    if args.check and not args.readme:
-        parser.error("--check needs --readme")
+    if args.check and not (args.readme or args.summary):
+        parser.error("--check needs --readme or --summary")
+    if args.top < 1:
+        parser.error("--top must be at least 1")
     return args
+
+
+def _relative_link(target: Path, source: Path) -> str:
+    """A markdown link from the file ``source`` to ``target`` (both relative to the same folder)."""
+    return Path(os.path.relpath(target.resolve(), source.resolve().parent)).as_posix()
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m utils.leaderboard",
                         *map(shlex.quote, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--check"])])
+    updates = {}  # path -> (old text, new text)
     try:
         recipes = load_recipes(args.recipes)
         table = leaderboard_markdown(recipes, args.metric, command)
+        targets = []
         if args.readme:
-            if not args.readme.is_file():
-                raise RecipeError(f"{args.readme} does not exist.")
-            old = args.readme.read_text(encoding="utf-8")
-            new = replace_table(old, table, str(args.readme))
-            if args.check:
-                print(f"{args.readme}: the leaderboard is " + ("up to date." if new == old else
-                      f"out of date; run: {command}"))
-                return int(new != old)
+            targets.append((args.readme, table, (TABLE_START, TABLE_END)))
+        if args.summary:
+            link = _relative_link(args.readme, args.summary) if args.readme else None
+            targets.append((args.summary, summary_markdown(recipes, args.top, args.metric, command, link),
+                            (SUMMARY_START, SUMMARY_END)))
+        for path, text, markers in targets:
+            if not path.is_file():
+                raise RecipeError(f"{path} does not exist.")
+            old = path.read_text(encoding="utf-8")
+            updates[path] = (old, replace_table(old, text, str(path), markers))
+        if args.check:
+            stale = [path for path, (old, new) in updates.items() if old != new]
+            for path in updates:
+                print(f"{path}: the leaderboard is " + (f"out of date; run: {command}" if path in stale
+                                                         else "up to date."))
+            return int(bool(stale))
         figure = plot_leaderboard(recipes, args.metric) if args.plot else None
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.readme:
-        args.readme.write_text(new, encoding="utf-8")
-        print(f"updated the leaderboard in {args.readme}")
+    for path, (_, new) in updates.items():
+        path.write_text(new, encoding="utf-8")
+        print(f"updated the leaderboard in {path}")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table, encoding="utf-8")
         print(f"wrote {args.markdown}")
-    elif not args.readme:
+    elif not updates:
         print(table)
     if figure is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
