@@ -81,3 +81,64 @@ def test_setup_course_announces_default_quick_mode(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert quick and not online and device.type in {"cpu", "mps"}
     assert "COURSE_QUICK=0" in out and "クイックモード" in out
+
+
+CU128_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
+
+
+@pytest.mark.parametrize("capability, arch_list, expected", [
+    ((6, 0), CU128_ARCHS, False),  # Kaggle's P100 beside a cu128 build
+    ((7, 5), CU128_ARCHS, True),  # T4
+    ((8, 9), ["sm_80", "sm_86", "sm_90"], True),  # an sm_86 cubin runs on 8.9
+    ((8, 0), ["sm_86", "sm_90"], False),  # but not on an older minor
+    ((9, 0), ["sm_80", "compute_80"], True),  # PTX is compiled just in time for newer GPUs
+    ((9, 0), ["sm_80", "sm_86"], False),
+    ((12, 0), ["sm_90a", "sm_100", "sm_120"], True),
+    ((6, 1), ["sm_50", "sm_60"], True),
+])
+def test_cuda_arch_supported(capability, arch_list, expected):
+    assert env.cuda_arch_supported(capability, arch_list) is expected
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Pretend a CUDA device is present; returns a function to set its name, capability and the build's archs."""
+    def configure(name, capability, arch_list):
+        monkeypatch.setattr(env.torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(env.torch.cuda, "get_device_name", lambda *_: name)
+        monkeypatch.setattr(env.torch.cuda, "get_device_capability", lambda *_: capability)
+        monkeypatch.setattr(env.torch.cuda, "get_arch_list", lambda: arch_list)
+        monkeypatch.setattr(env.torch.version, "hip", None)
+        env.cuda_problem.cache_clear()
+
+    yield configure
+    env.cuda_problem.cache_clear()
+
+
+def test_gpu_the_build_was_not_compiled_for_falls_back_to_cpu_and_quick_mode(fake_gpu, capsys):
+    fake_gpu("Tesla P100-PCIE-16GB", (6, 0), CU128_ARCHS)
+    assert env.get_device().type in {"cpu", "mps"}
+    assert env.is_quick_mode({}) is True
+    out = capsys.readouterr().out
+    assert "Tesla P100-PCIE-16GB" in out and "6.0" in out and "CPU" in out and "T4" in out
+    env.get_device()
+    assert capsys.readouterr().out == "", "the warning is printed once, not at every call"
+
+
+def test_gpu_whose_first_operation_fails_falls_back_to_cpu(fake_gpu, capsys):
+    # the capability matches, but this CPU build cannot launch a CUDA kernel: the tiny operation fails
+    fake_gpu("Tesla T4", (7, 5), CU128_ARCHS)
+    assert env.get_device().type in {"cpu", "mps"}
+    assert env.is_quick_mode({}) is True
+    assert env.is_quick_mode({"COURSE_QUICK": "0"}) is False  # an explicit setting still wins
+    assert "小さな計算が失敗" in capsys.readouterr().out
+
+
+def test_gpu_that_runs_the_tiny_operation_is_used(fake_gpu, monkeypatch, capsys):
+    fake_gpu("Tesla T4", (7, 5), CU128_ARCHS)
+    ones = env.torch.ones
+    ran = []
+    monkeypatch.setattr(env.torch, "ones", lambda *size, device=None, **kw: ran.append(device) or ones(*size, **kw))
+    assert env.get_device() == torch.device("cuda")
+    assert env.is_quick_mode({}) is False
+    assert ran == ["cuda"] and capsys.readouterr().out == ""

@@ -6,6 +6,7 @@ import functools
 import os
 import platform as _platform
 import random
+import re
 import socket
 import sys
 import threading
@@ -39,9 +40,59 @@ def detect_platform(environ=None) -> str:
     return "local"
 
 
+def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """True when a build compiled for ``arch_list`` (torch.cuda.get_arch_list()) runs on a GPU of ``capability``.
+
+    A cubin for sm_XY runs on the same major version with an equal or higher minor; PTX (compute_XY) is
+    compiled just in time for any newer GPU.
+    """
+    for arch in arch_list:
+        kind, _, number = arch.partition("_")
+        digits = re.match(r"\d+", number)
+        if digits is None or len(digits.group()) < 2:
+            continue
+        built = (int(digits.group()[:-1]), int(digits.group()[-1]))
+        if (kind == "sm" and built[0] == capability[0] and built[1] <= capability[1]) or (
+                kind == "compute" and built <= tuple(capability)):
+            return True
+    return False
+
+
+@functools.cache
+def cuda_problem() -> str | None:
+    """None when CUDA is available and works; '' when there is no GPU; otherwise why not (printed once, Japanese).
+
+    A GPU the installed build was not compiled for (a Kaggle P100 with a cu128 torch) reports
+    ``torch.cuda.is_available() == True`` and fails on its first kernel: compare the device's capability
+    with the build's architectures, then run one tiny operation.
+    """
+    if not torch.cuda.is_available():
+        return ""
+    name = torch.cuda.get_device_name(0)
+    capability = tuple(torch.cuda.get_device_capability(0))
+    arch_list = torch.cuda.get_arch_list()
+    problem = None
+    if getattr(torch.version, "hip", None) is None and arch_list and not cuda_arch_supported(capability, arch_list):
+        problem = (f"GPU（{name}、compute capability {capability[0]}.{capability[1]}）は、入っている torch "
+                   f"{torch.__version__}（対応: {' '.join(arch_list)}）では動きません")
+    else:
+        try:
+            torch.ones(1, device="cuda").add_(1).item()
+        except Exception as error:  # the first kernel launch is where an unsupported GPU fails
+            problem = f"GPU（{name}）で小さな計算が失敗しました（{type(error).__name__}: {str(error).splitlines()[0]}）"
+    if problem:
+        print(f"⚠️ {problem}。CPU（とクイックモード）で実行します。Kaggle では GPU に P100 ではなく T4 を選んでください。")
+    return problem
+
+
+def cuda_usable() -> bool:
+    """True when CUDA is available and a tiny operation runs on it (see cuda_problem)."""
+    return cuda_problem() is None
+
+
 def get_device() -> torch.device:
-    """The best available device: cuda, then mps, then cpu."""
-    if torch.cuda.is_available():
+    """The best usable device: cuda (when a tiny op runs on it), then mps, then cpu."""
+    if cuda_usable():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
@@ -70,11 +121,11 @@ def _env_flag(name: str, environ=None) -> bool | None:
 
 
 def is_quick_mode(environ=None, cuda_available: bool | None = None) -> bool:
-    """COURSE_QUICK=1 forces quick mode, =0 forces full mode; unset: quick exactly when no GPU."""
+    """COURSE_QUICK=1 forces quick mode, =0 forces full mode; unset: quick exactly when no usable GPU."""
     flag = _env_flag("COURSE_QUICK", environ)
     if flag is not None:
         return flag
-    return not (torch.cuda.is_available() if cuda_available is None else cuda_available)
+    return not (cuda_usable() if cuda_available is None else cuda_available)
 
 
 def _can_connect(host: str, port: int, timeout: float) -> bool:
