@@ -23,24 +23,89 @@ REQUIREMENTS_SPLIT = "# --- tests and tooling"
 
 SETUP_CELL = '''\
 # コース共通のセットアップ（`python -m utils.sync_course` が生成するセルです。編集しないでください）
-# utils パッケージが見つからないとき（Colab や Kaggle でこのノートブックだけを開いたとき）に限り、
-# コースのリポジトリを取得し、足りないパッケージをインストールします。ローカルの clone では何もしません。
+# 1. utils が見つからないとき（Colab や Kaggle でこのノートブックだけを開いたとき）は、コースのリポジトリを取得します。
+# 2. requirements.txt の前半（実行に必要な部分）と入っているバージョンを比べ、足りないもの・古すぎるものだけを
+#    インストールします。torch はインストールも更新もしません（入っているものを使います）。
+import importlib
+import os
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
-COURSE_REPO = "https://github.com/{repo}"
+COURSE_REPO = os.environ.get("COURSE_REPO_URL", "https://github.com/{repo}")
+
+
+def pip_install(*args):
+    # Colab はサブプロセスの出力を表示しないので、失敗したときは pip の出力の最後を表示します
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        print("\\n".join((result.stdout + result.stderr).splitlines()[-30:]))
+        raise RuntimeError("pip install に失敗しました（上は pip の出力の最後の 30 行です）。インターネット接続を"
+                           "確認して（Kaggle: Settings → Internet）、このセルをもう一度実行してください。")
+    importlib.invalidate_caches()
+
+
+def installed(name):
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 COURSE_ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "utils" / "__init__.py").exists()), None)
 if COURSE_ROOT is None:
     COURSE_ROOT = Path.cwd() / "{name}"
     if not COURSE_ROOT.exists():
-        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}", COURSE_REPO, str(COURSE_ROOT)], check=True)
-    # requirements.txt の前半（実行に必要な部分）だけを入れます。入っている torch はそのまま使います。
-    runtime = (COURSE_ROOT / "requirements.txt").read_text().split("{split}")[0].splitlines()
-    runtime = [line.split("#")[0].strip() for line in runtime if line.split("#")[0].strip()]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *runtime], check=True)
+        clone = subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}", COURSE_REPO, str(COURSE_ROOT)],
+                               capture_output=True, text=True)
+        if clone.returncode != 0:
+            print(clone.stderr[-1500:])
+            raise RuntimeError(
+                f"コースのリポジトリ（{{COURSE_REPO}}）を取得できませんでした。インターネットに接続できるか確認してください。\\n"
+                "- Kaggle: 右の「Settings」→「Internet」をオンにします（電話番号の認証が必要です）。切り替えると"
+                "セッションが再起動するので、このセルから実行し直してください。\\n"
+                "- ほかの環境: ネットワークを確認するか、リポジトリを clone したフォルダーでノートブックを開いてください。")
 if str(COURSE_ROOT) not in sys.path:
-    sys.path.insert(0, str(COURSE_ROOT))'''
+    sys.path.insert(0, str(COURSE_ROOT))
+
+if installed("packaging") is None:  # バージョンの比較に使います（ごく小さなイメージには入っていません）
+    pip_install("packaging")
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+lines = (COURSE_ROOT / "requirements.txt").read_text(encoding="utf-8").split("{split}")[0].splitlines()
+requirements = [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+torch_requirement = next(r for r in requirements if r.name == "torch")
+if installed("torch") is None:
+    raise RuntimeError("torch が入っていません。https://pytorch.org/get-started/locally/ の手順で入れてください"
+                       "（GPU のないパソコンでは pip install torch --index-url https://download.pytorch.org/whl/cpu）。")
+needed = [str(r) for r in requirements if r.name != "torch" and (installed(r.name) is None or any(
+    s.operator == ">=" and Version(installed(r.name)) < Version(s.version) for s in r.specifier))]
+if needed:
+    loaded = {{canonicalize_name(d) for m, ds in packages_distributions().items() if m in sys.modules for d in ds}}
+    before = {{d: installed(d) for d in loaded}}
+    print("インストールします:", " ".join(needed))
+    pip_install(*needed)
+    changed = [f"{{d}} {{v}} → {{installed(d)}}" for d, v in before.items() if installed(d) != v]
+    if changed:
+        raise RuntimeError(f"読み込み済みのパッケージを更新しました（{{', '.join(changed)}}）。新しいバージョンを使うには"
+                           "ランタイム（カーネル）を再起動して、このセルから実行し直してください"
+                           "（Colab:「ランタイム」→「セッションを再起動」、Jupyter:「Kernel」→「Restart Kernel」）。")
+else:
+    print("必要なパッケージはそろっています。")
+
+import torch
+
+if not torch_requirement.specifier.contains(Version(torch.__version__).base_version):
+    print(f"⚠️ torch {{torch.__version__}} は古すぎます（{{torch_requirement}} が必要です）。動かないセルがあるかもしれません。")
+if torch.cuda.is_available():
+    try:
+        torch.ones(1, device="cuda").add_(1).item()  # GPU で小さな計算を 1 回してみます
+    except Exception as error:
+        print(f"⚠️ この GPU（{{torch.cuda.get_device_name()}}）は、入っている torch {{torch.__version__}} では使えません"
+              f"（{{type(error).__name__}}）。CPU で実行します。Kaggle では GPU に P100 ではなく T4 を選んでください。")'''
 
 
 def setup_cell_source() -> str:
