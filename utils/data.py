@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 
-from .environment import is_online
+from .environment import is_online, offline_requested
 
 BUTTERFLIES = "huggan/smithsonian_butterflies_subset"
 MNIST = "mnist"
@@ -215,6 +215,25 @@ def _standardise_image_column(dataset, image_column: str | None, name: str):
     return dataset
 
 
+NOT_FOUND_ERRORS = ("DatasetNotFoundError", "FileNotFoundError", "RepositoryNotFoundError", "DataFilesNotFoundError")
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """'ErrorType: first line of the message', short enough for a notebook output."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:limit] if text else ''}".rstrip(": ")
+
+
+def _hub_dataset_id(name: str) -> str:
+    """The id the Hub serves a dataset under today: a legacy name without a namespace ('mnist') answers with
+    its new id ('ylecun/mnist'), which newer huggingface_hub releases require in hf:// paths."""
+    if "/" in name:
+        return name
+    from huggingface_hub import HfApi
+
+    return HfApi().dataset_info(name).id
+
+
 def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_column: str | None = None,
                        config_name: str | None = None, max_samples: int | None = None, verbose: bool = True):
     """Load a Hub image dataset through 🤗 datasets, with a labelled offline fallback.
@@ -228,26 +247,28 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
                         "with load_image_folder(path).")
     online = is_online()
     error = None
-    if online or os.environ.get("HF_HUB_OFFLINE"):  # offline mode may still find the local cache
+    if online or offline_requested():  # offline mode may still find the local cache
         from datasets import load_dataset
 
         try:
-            dataset = load_dataset(name, config_name, split=split)
+            hub_id = _hub_dataset_id(name) if online else name
+            dataset = load_dataset(hub_id, config_name, split=split)
             dataset = _standardise_image_column(dataset, image_column, name)
             if verbose:
-                print(f"データセット: {name}（{split}, {len(dataset)} 枚）")
+                print(f"データセット: {name}{'' if hub_id == name else f'（Hub 上の名前は {hub_id}）'}"
+                      f"（{split}, {len(dataset)} 枚）")
             return dataset if max_samples is None else dataset.select(range(min(max_samples, len(dataset))))
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001 - any Hub/cache failure leads to the fallback or a clear error
             error = exc
-            if online and type(exc).__name__ in ("DatasetNotFoundError", "FileNotFoundError"):
-                raise DataError(f"Dataset {name!r} was not found on the Hugging Face Hub ({exc}). Check the "
-                                "spelling on huggingface.co/datasets, or use a local folder "
+            if online and type(exc).__name__ in NOT_FOUND_ERRORS:
+                raise DataError(f"Dataset {name!r} was not found on the Hugging Face Hub ({_first_line(exc)}). "
+                                "Check the spelling on huggingface.co/datasets, or use a local folder "
                                 "(load_image_folder / --train_data_dir).") from exc
     fallback = _fallback(name, split, max_samples)
     if fallback is None:
-        reason = "the Hub is unreachable (offline)" if error is None else f"loading failed ({error})"
+        reason = "the Hub is unreachable (offline)" if error is None else f"loading failed ({_first_line(error)})"
         raise DataError(f"Dataset {name!r} cannot be loaded: {reason}, and it has no offline fallback "
                         f"(fallbacks exist for {MNIST!r} and {BUTTERFLIES!r}). Go online, or use a local "
                         "image folder (load_image_folder / --train_data_dir).")
@@ -256,7 +277,7 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
         images = images[:max_samples]
         labels = None if labels is None else labels[:max_samples]
     if verbose:
-        why = "オフラインのため" if error is None else "Hub から読み込めなかったため"
+        why = "オフラインのため" if error is None else f"Hub から読み込めなかったため（{_first_line(error)}）"
         print(f"⚠ {why}、{name} の代わりに {description} を使います（オフライン用の代替データ）。")
     dataset = _to_image_dataset(images, labels, f"{FALLBACK_PREFIX}: {description}")
     return _standardise_image_column(dataset, image_column, name)  # a wrong column fails as it would online

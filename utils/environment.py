@@ -146,17 +146,38 @@ def _can_connect(host: str, port: int, timeout: float) -> bool:
 
 
 @functools.cache
-def _probe_hub(host: str, timeout: float) -> bool:
-    return _can_connect(host, 443, timeout)
+def _probe_hub(host: str, port: int, timeout: float) -> bool:
+    return _can_connect(host, port, timeout)
+
+
+def hub_address(environ=None) -> tuple[str, int]:
+    """(host, port) of HF_ENDPOINT (default https://huggingface.co); the port defaults by scheme."""
+    from urllib.parse import urlsplit
+
+    endpoint = (os.environ if environ is None else environ).get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    try:
+        port = url.port
+    except ValueError as error:
+        raise ValueError(f"HF_ENDPOINT={endpoint!r} has an invalid port: {error}.") from None
+    return url.hostname or "huggingface.co", port or (80 if url.scheme == "http" else 443)
+
+
+def offline_requested(environ=None) -> bool:
+    """True when HF_HUB_OFFLINE or HF_DATASETS_OFFLINE asks for offline mode (parsed as huggingface_hub does)."""
+    env = os.environ if environ is None else environ
+    return any(env.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def is_online(timeout: float = 2.0, environ=None) -> bool:
-    """True when the Hugging Face Hub is reachable; honours HF_HUB_OFFLINE and never waits > timeout."""
-    if _env_flag("HF_HUB_OFFLINE", environ) or _env_flag("HF_DATASETS_OFFLINE", environ):
+    """True when the Hub at HF_ENDPOINT is reachable; honours HF_HUB_OFFLINE and never waits > timeout.
+
+    HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are read as huggingface_hub reads them: 1/true/yes/on mean offline,
+    anything else (0, false, unset) means online.
+    """
+    if offline_requested(environ):
         return False
-    endpoint = (os.environ if environ is None else environ).get("HF_ENDPOINT", "https://huggingface.co")
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    return _probe_hub(host, timeout)
+    return _probe_hub(*hub_address(environ), timeout)
 
 
 def library_versions() -> dict[str, str]:

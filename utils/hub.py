@@ -105,10 +105,8 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False,
         return None
     from huggingface_hub import create_repo, upload_folder
 
-    repo_id = full_repo_name(repo_id)
-    create_repo(repo_id, private=private, exist_ok=True)
-    upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
-                  ignore_patterns=ignore_patterns)
-    url = f"https://huggingface.co/{repo_id}"
-    print(f"アップロードしました: {url}")
-    return url
+    repo_url = create_repo(full_repo_name(repo_id), private=private, exist_ok=True)
+    commit = upload_folder(repo_id=repo_url.repo_id, folder_path=str(folder), commit_message=commit_message,
+                           ignore_patterns=ignore_patterns)
+    print(f"アップロードしました: {repo_url}（コミット {commit.oid[:8]}）")
+    return str(repo_url)
