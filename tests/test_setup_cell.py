@@ -1,11 +1,12 @@
 """The notebooks' setup cell, executed for real: in a throw-away venv, against a local wheelhouse, offline.
 
 Each test runs the generated cell (utils.sync_course.setup_cell_source) in a fresh interpreter of a venv that
-sees this machine's packages (torch included) and installs into its own site-packages. ``coursefake`` is a
+sees the test interpreter's packages (torch included) and installs into its own site-packages. ``coursefake`` is a
 tiny wheel built here in versions 1.0 and 2.0, so pip really installs, upgrades and fails.
 """
 
 import os
+import site
 import subprocess
 import sys
 import zipfile
@@ -35,14 +36,18 @@ def build_wheel(folder: Path, version: str) -> Path:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    """A venv over the system packages, a wheelhouse with coursefake 1.0 and 2.0, and the cell's source."""
+    """A venv over this interpreter's packages, a wheelhouse with coursefake 1.0 and 2.0, and the cell's source."""
     root = tmp_path_factory.mktemp("setup-cell")
     wheels = root / "wheels"
     wheels.mkdir()
     for version in ("1.0", "2.0"):
         build_wheel(wheels, version)
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # see this interpreter's packages (torch, pip, packaging) even when it is itself a venv, behind the venv's own
+    own = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    Path(own, "parent.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     cell = root / "cell.py"
     cell.write_text(sync_course.setup_cell_source(), encoding="utf-8")
     return {"root": root, "wheels": wheels, "python": str(venv / "bin" / "python"), "cell": cell}
