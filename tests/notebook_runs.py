@@ -1,0 +1,109 @@
+"""Helpers for tests that run a notebook the way a learner's platform does (not a test module itself).
+
+- ``snapshot_repository``: a git repository (branch main) of this working tree's tracked files, so a notebook's
+  setup cell can ``git clone`` the course offline through COURSE_REPO_URL, as Colab clones it from GitHub.
+- ``settings_cell`` / ``insert_after_settings``: find the one knob cell of a notebook and put a cell after it.
+- ``training_memory_code``: source of a cell that estimates a model's GPU memory for training.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def snapshot_repository(destination: Path, branch: str = "main") -> Path:
+    """Copy the tracked files of the working tree into ``destination`` and commit them there on ``branch``."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, files.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    git = ["git", "-c", "user.name=tests", "-c", "user.email=tests@example.com", "-C", str(destination)]
+    subprocess.run([*git, "init", "-q", "-b", branch], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "snapshot of the working tree"], check=True)
+    return destination
+
+
+def settings_cell(notebook) -> int:
+    """Index of the knob cell: the one code cell that branches on ``quick`` at its top level."""
+    found = [i for i, cell in enumerate(notebook.cells)
+             if cell.cell_type == "code" and re.search(r"^if quick:", cell.source, re.M) and "else:" in cell.source]
+    if len(found) != 1:
+        raise ValueError(f"expected exactly one settings cell ('if quick: … else: …'), found {len(found)}")
+    return found[0]
+
+
+def assigned_names(source: str) -> set[str]:
+    return set(re.findall(r"^\s*([A-Za-z_]\w*)\s*=", source, re.M))
+
+
+def insert_after_settings(notebook, source: str, names) -> int:
+    """Insert a code cell after the settings cell; every name in ``names`` must be set in the settings cell."""
+    index = settings_cell(notebook)
+    missing = set(names) - assigned_names(notebook.cells[index].source)
+    if missing:
+        raise ValueError(f"the settings cell does not set {sorted(missing)}: update the caps of this test")
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(source))
+    return index + 1
+
+
+def read_notebook(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+TRAINING_MEMORY = '''
+import json as _json
+
+import torch as _torch
+
+
+def _training_memory(module, *inputs):
+    # fp32 weights + gradients + AdamW's two moment buffers, plus the tensors autograd saves for backward
+    parameters = sum(p.numel() * p.element_size() for p in module.parameters())
+    own = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in own:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    was_training = module.training
+    module.train()
+    with _torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = module(*inputs)
+    module.train(was_training)
+    del output
+    count = sum(p.numel() for p in module.parameters())
+    return {"parameters": count, "weights_grads_adamw_bytes": 4 * parameters, "activation_bytes": sum(saved.values()),
+            "estimate_bytes": 4 * parameters + sum(saved.values())}
+
+
+print("FULL_MODE_MEMORY " + _json.dumps({MEASURE}))
+'''
+
+
+def training_memory_code(measure: str) -> str:
+    """A cell that prints ``FULL_MODE_MEMORY {json}``; ``measure`` is a dict expression of _training_memory calls."""
+    return TRAINING_MEMORY.replace("{MEASURE}", measure)
+
+
+def printed_json(notebook, marker: str) -> dict:
+    """The JSON printed after ``marker`` by an executed notebook."""
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            for line in output.get("text", "").splitlines():
+                if line.startswith(marker + " "):
+                    return json.loads(line[len(marker) + 1:])
+    raise AssertionError(f"no output line starts with {marker!r}")

@@ -1,0 +1,94 @@
+"""Where learners open the course: dependency ranges against the platforms, and one notebook opened alone.
+
+The platform matrix itself (floors / Colab's versions / newest, each in a fresh venv) is tools/platform_matrix.py,
+run before a release; its table is in README.md.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from notebook_runs import ROOT, snapshot_repository
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+sys.path.insert(0, str(ROOT / "tools"))
+import platform_matrix  # noqa: E402
+
+RUNTIME = {req.name.lower().replace("_", "-"): req for req in platform_matrix.runtime_requirements()}
+
+
+def test_colab_versions_are_inside_the_ranges_so_the_setup_cell_keeps_them():
+    pins = platform_matrix.read_constraints(platform_matrix.COLAB_CONSTRAINTS)
+    assert {"ipywidgets", "mlxtend", "diffusers", "datasets"} <= set(pins)
+    for name, version in pins.items():
+        requirement = RUNTIME[name.lower().replace("_", "-")]
+        assert requirement.specifier.contains(version), f"Colab ships {name} {version}, outside {requirement}"
+    assert Version(pins["ipywidgets"]) < Version("8"), "the constraints must keep Colab's ipywidgets 7.7"
+
+
+def test_ranges_keep_fresh_installs_off_mlxtends_upgrade_cascade():
+    # mlxtend 0.24 and 0.25 require numpy>=2.3.5, scipy>=1.16.3, pandas>=2.3.3, scikit-learn>=1.8 …
+    assert not RUNTIME["mlxtend"].specifier.contains("0.24.0")
+    assert RUNTIME["mlxtend"].specifier.contains("0.23.4")
+    assert RUNTIME["ipywidgets"].specifier.contains("7.7.1") and RUNTIME["ipywidgets"].specifier.contains("8.1.5")
+
+
+def test_every_runtime_requirement_has_a_floor_the_matrix_installs():
+    pins = platform_matrix.floor_pins()
+    assert "numpy==2.0" in pins and any(pin.startswith("pyarrow==") for pin in pins)
+    assert not any(pin.startswith("torch==") for pin in pins)  # the matrix uses one local torch build
+    assert len(pins) == len(RUNTIME) - 1
+    for pin in pins:
+        requirement = Requirement(pin)
+        assert RUNTIME[requirement.name.lower().replace("_", "-")].specifier.contains(str(*requirement.specifier).lstrip("="))
+
+
+def test_floor_without_a_lower_bound_is_refused():
+    with pytest.raises(ValueError, match="exactly one '>=' floor"):
+        platform_matrix.floor(Requirement("tqdm<5"))
+
+
+def test_pytest_summary_counts():
+    output = "....\n=== 183 passed, 2 deselected, 1 warning in 61.20s ===\n"
+    assert platform_matrix.pytest_summary(output) == "183 passed, 2 deselected"
+    assert platform_matrix.pytest_summary("1 failed, 3 passed in 2s") == "1 failed, 3 passed"
+
+
+def test_studio_lab_environment_file_installs_the_runtime_only():
+    spec = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
+    conda = [d for d in spec["dependencies"] if isinstance(d, str)]
+    pip_lines = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+    names = {Requirement(line).name.lower().replace("_", "-") for line in pip_lines} | {
+        Requirement(d.replace("=", "==", 1) if "=" in d and "==" not in d and ">" not in d else d).name
+        for d in conda if not d.startswith(("python", "pip"))}
+    tooling = {Requirement(line).name for line in platform_matrix.tooling_requirements()} - {"ipykernel"}
+    assert not names & tooling, "the test tooling stays out of the learners' environment"
+    assert set(RUNTIME) - {"torch"} <= names | {"torch"}, set(RUNTIME) - names
+    for line in pip_lines:  # the same ranges as requirements.txt
+        requirement = Requirement(line)
+        assert requirement.specifier == RUNTIME[requirement.name.lower().replace("_", "-")].specifier, line
+    assert "ipykernel" in names, "Studio Lab shows a conda environment as a kernel only with ipykernel"
+
+
+@pytest.mark.slow
+def test_a_notebook_opened_alone_clones_the_course_and_runs_top_to_bottom(tmp_path):
+    # Colab/Kaggle import only the .ipynb: copy it into an empty folder and let its setup cell clone the course
+    # (from a local snapshot of this working tree instead of GitHub) and check the installed versions.
+    notebook = "01_introduction_to_diffusers.ipynb"
+    origin = snapshot_repository(tmp_path / "origin")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(ROOT / "unit1" / notebook, alone / notebook)
+    env = {**os.environ, "COURSE_QUICK": "1", "HF_HUB_OFFLINE": "1", "COURSE_REPO_URL": str(origin)}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=900", "-q",
+                             "-p", "no:cacheprovider", "--rootdir", str(alone), notebook],
+                            cwd=alone, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert (alone / "diffusion-course" / "utils" / "__init__.py").is_file()
+    assert not (alone / "utils").exists() and Path(alone / "diffusion-course" / "requirements.txt").is_file()

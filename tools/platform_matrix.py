@@ -1,0 +1,200 @@
+"""Platform matrix: build fresh virtual environments and run the unit tests and both notebooks in each.
+
+    python tools/platform_matrix.py                       # floors, colab-2026-08 and newest
+    python tools/platform_matrix.py --envs floors --lock /tmp/torch.lock --output matrix.md
+
+Environments (each a fresh venv with the same local torch build, ``--torch``):
+  floors         every runtime requirement of requirements.txt at its floor (``>=X`` installed as ``==X``);
+                 the tooling half at its newest releases
+  colab-2026-08  requirements.txt constrained by constraints/colab-2026-08.txt (Colab's preinstalled versions)
+  newest         requirements.txt as a fresh install resolves it today
+
+In each it runs ``python -m pytest tests -m "not slow"`` (unit tests) and ``python -m pytest unit1``
+(both notebooks through nbval), offline and in quick mode, and prints a Markdown table of the results.
+What this hides: the Python version is this machine's, and torch is the same build everywhere, so a
+platform's own torch (Colab: 2.11 + CUDA 12.8 on Python 3.13) and torch's floor (2.4) are not exercised.
+Installing needs PyPI; the test runs need no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = ROOT / "requirements.txt"
+SPLIT = "# --- tests and tooling"
+COLAB_CONSTRAINTS = ROOT / "constraints" / "colab-2026-08.txt"
+ENVIRONMENTS = ("floors", "colab-2026-08", "newest")
+REPORTED = ("torch", "diffusers", "datasets", "huggingface_hub", "accelerate", "ipywidgets", "numpy", "pyarrow",
+            "matplotlib", "mlxtend")
+TEST_ENV = {"COURSE_QUICK": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+
+
+def _lines(text: str) -> list[str]:
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
+def runtime_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
+    """The runtime half of requirements.txt (what the notebooks' setup cell installs)."""
+    text = path.read_text(encoding="utf-8")
+    if SPLIT not in text:
+        raise ValueError(f"{path}: the divider {SPLIT!r} is missing")
+    return [Requirement(line) for line in _lines(text.split(SPLIT)[0])]
+
+
+def tooling_requirements(path: Path = REQUIREMENTS) -> list[str]:
+    after = path.read_text(encoding="utf-8").split(SPLIT)[1]
+    return _lines(after.split("\n", 1)[1] if "\n" in after else "")  # the divider line's own words are no requirement
+
+
+def floor(requirement: Requirement) -> str:
+    """The version a ``>=`` specifier names; a requirement without one has no floor to test."""
+    floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+    if len(floors) != 1:
+        raise ValueError(f"{requirement}: give exactly one '>=' floor so that the floor can be tested")
+    return floors[0]
+
+
+def floor_pins(path: Path = REQUIREMENTS) -> list[str]:
+    """``name==floor`` for every runtime requirement except torch (the matrix uses one local torch build)."""
+    return [f"{req.name}=={floor(req)}" for req in runtime_requirements(path) if req.name != "torch"]
+
+
+def read_constraints(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a constraints file as {name: version}."""
+    pins = {}
+    for line in _lines(path.read_text(encoding="utf-8")):
+        name, sep, version = line.partition("==")
+        if not sep:
+            raise ValueError(f"{path}: {line!r} is not a 'name==version' pin")
+        pins[name.strip()] = version.strip()
+    return pins
+
+
+def install_arguments(name: str, workdir: Path) -> list[str]:
+    if name == "floors":
+        pinned = workdir / "floors-requirements.txt"
+        pinned.write_text("\n".join([*floor_pins(), *tooling_requirements()]) + "\n", encoding="utf-8")
+        return ["-r", str(pinned)]
+    if name == "colab-2026-08":
+        return ["-r", str(REQUIREMENTS), "-c", str(COLAB_CONSTRAINTS)]
+    if name == "newest":
+        return ["-r", str(REQUIREMENTS)]
+    raise ValueError(f"unknown environment {name!r}: choose from {', '.join(ENVIRONMENTS)}")
+
+
+def _run(command, log: Path, env=None, lock: str | None = None) -> tuple[int, str, float]:
+    if lock:
+        command = ["flock", lock, *command]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    log.write_text(result.stdout + result.stderr, encoding="utf-8")
+    return result.returncode, result.stdout + result.stderr, seconds
+
+
+def pytest_summary(output: str) -> str:
+    """The counts of pytest's last summary line, e.g. '183 passed, 2 deselected'."""
+    for line in reversed(output.strip().splitlines()):
+        if re.search(r"\d+ (passed|failed|error)", line):
+            counts = re.findall(r"\d+ (?:passed|failed|errors?|skipped|xfailed|deselected)", line)
+            return ", ".join(counts)
+    return "no pytest summary (see the log)"
+
+
+def build_and_test(name: str, workdir: Path, torch_version: str, lock: str | None, phase: str = "all",
+                   torch_index: str | None = None) -> dict:
+    venv = workdir / name
+    python = str(venv / "bin" / "python")
+    result = {"environment": name}
+    if phase in ("all", "install"):
+        if venv.exists():
+            shutil.rmtree(venv)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        start = time.perf_counter()
+        code, output, _ = (0, "", 0) if torch_index is None else _run(
+            [python, "-m", "pip", "install", "--no-input", "-q", f"torch=={torch_version}", "--index-url", torch_index],
+            workdir / f"{name}-install-torch.log")
+        if code == 0:
+            code, output, _ = _run([python, "-m", "pip", "install", "--no-input", "-q", f"torch=={torch_version}",
+                                    *install_arguments(name, workdir)], workdir / f"{name}-install.log")
+        seconds = time.perf_counter() - start
+        result["install_seconds"] = round(seconds)
+        if code != 0:
+            result["install"] = "failed: " + (output.strip().splitlines() or [""])[-1]
+            return result
+        if phase == "install":
+            result["install"] = "ok"
+            return result
+    elif not Path(python).exists():
+        raise SystemExit(f"{venv} does not exist: run with --phase install (or all) first")
+    result["install"] = "ok"
+    freeze = subprocess.run([python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True,
+                            check=True).stdout
+    installed = {row["name"].lower().replace("-", "_"): row["version"] for row in json.loads(freeze)}
+    result["versions"] = {pkg: installed.get(pkg.lower(), "—") for pkg in REPORTED}
+    result["python"] = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                                      capture_output=True, text=True, check=True).stdout.strip()
+    env = {**os.environ, **TEST_ENV, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+           "VIRTUAL_ENV": str(venv)}
+    env.pop("PYTHONPATH", None)
+    for key, command in (("unit_tests", ["tests", "-m", "not slow"]), ("notebooks", ["unit1"])):
+        code, output, seconds = _run([python, "-m", "pytest", "-q", *command], workdir / f"{name}-{key}.log",
+                                     env=env, lock=lock)
+        result[key] = ("ok: " if code == 0 else "FAILED: ") + pytest_summary(output)
+        result[f"{key}_seconds"] = round(seconds)
+    return result
+
+
+def markdown_table(results: list[dict]) -> str:
+    rows = ["| environment | Python | versions | unit tests | notebooks (quick, offline) |", "|---|---|---|---|---|"]
+    for r in results:
+        versions = ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
+        rows.append(f"| {r['environment']} | {r.get('python', '—')} | {versions or '—'} | "
+                    f"{r.get('unit_tests', 'install ' + r['install'])} | {r.get('notebooks', '—')} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=list(ENVIRONMENTS), choices=ENVIRONMENTS)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/platform-matrix"),
+                        help="where the venvs and logs go (each venv is rebuilt from scratch)")
+    parser.add_argument("--torch", default="2.13.0", help="the torch version to install in every environment")
+    parser.add_argument("--torch-index", help="install torch from this index first, e.g. "
+                        "https://download.pytorch.org/whl/cpu (PyPI's Linux torch is the multi-GB CUDA build)")
+    parser.add_argument("--lock", help="run the test commands under `flock LOCK` (a shared machine)")
+    parser.add_argument("--phase", choices=("all", "install", "test"), default="all",
+                        help="install: only build the venvs; test: only test venvs built before")
+    parser.add_argument("--output", type=Path, help="also write the Markdown table and a JSON file beside it")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.envs:
+        print(f"== {name}", flush=True)
+        results.append(build_and_test(name, args.workdir, args.torch, args.lock, args.phase, args.torch_index))
+        print(json.dumps(results[-1], ensure_ascii=False), flush=True)
+    table = markdown_table(results)
+    print(table)
+    if args.output:
+        args.output.write_text(table + "\n", encoding="utf-8")
+        args.output.with_suffix(".json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
+                                                    encoding="utf-8")
+    if args.phase == "install":
+        return 0 if all(r["install"] == "ok" for r in results) else 1
+    ok = all(r.get("unit_tests", "").startswith("ok") and r.get("notebooks", "").startswith("ok") for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
