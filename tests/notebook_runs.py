@@ -16,7 +16,10 @@ from pathlib import Path
 
 import nbformat
 
+from utils import course
+
 ROOT = Path(__file__).resolve().parent.parent
+CLONE_NAME = course.GITHUB_REPO.split("/")[1]  # the folder the setup cell clones into
 
 
 def snapshot_repository(destination: Path, branch: str = "main") -> Path:

@@ -13,6 +13,7 @@ import nbclient
 import nbformat
 import pytest
 from notebook_runs import (
+    CLONE_NAME,
     ROOT,
     insert_after_settings,
     printed_json,
@@ -70,7 +71,7 @@ def test_notebook_runs_in_full_mode_and_fits_a_t4(path, origin, tmp_path, monkey
     client = nbclient.NotebookClient(notebook, timeout=1800, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    assert (tmp_path / "diffusion-course" / "utils").is_dir()
+    assert (tmp_path / CLONE_NAME / "utils").is_dir()
 
     memory = printed_json(notebook, "FULL_MODE_MEMORY")
     batch_size = memory.pop("batch_size")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from notebook_runs import ROOT, snapshot_repository
+from notebook_runs import CLONE_NAME, ROOT, snapshot_repository
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -90,5 +90,5 @@ def test_a_notebook_opened_alone_clones_the_course_and_runs_top_to_bottom(tmp_pa
                              "-p", "no:cacheprovider", "--rootdir", str(alone), notebook],
                             cwd=alone, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert (alone / "diffusion-course" / "utils" / "__init__.py").is_file()
-    assert not (alone / "utils").exists() and Path(alone / "diffusion-course" / "requirements.txt").is_file()
+    assert (alone / CLONE_NAME / "utils" / "__init__.py").is_file()
+    assert not (alone / "utils").exists() and Path(alone / CLONE_NAME / "requirements.txt").is_file()
