@@ -3,12 +3,11 @@
 - ``snapshot_repository``: a git repository (branch main) of this working tree's tracked files, so a notebook's
   setup cell can ``git clone`` the course offline through COURSE_REPO_URL, as Colab clones it from GitHub.
 - ``settings_cell`` / ``insert_after_settings``: find the one knob cell of a notebook and put a cell after it.
-- ``training_memory_code``: source of a cell that estimates a model's GPU memory for training.
+- ``training_memory_code``: source of a cell that estimates a model's GPU memory for training (to a JSON file).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -93,20 +92,11 @@ def _training_memory(module, *inputs):
             "estimate_bytes": 4 * parameters + sum(saved.values())}
 
 
-print("FULL_MODE_MEMORY " + _json.dumps({MEASURE}))
+with open({FILE!r}, "w", encoding="utf-8") as _file:
+    _json.dump({MEASURE}, _file)
 '''
 
 
-def training_memory_code(measure: str) -> str:
-    """A cell that prints ``FULL_MODE_MEMORY {json}``; ``measure`` is a dict expression of _training_memory calls."""
-    return TRAINING_MEMORY.replace("{MEASURE}", measure)
-
-
-def printed_json(notebook, marker: str) -> dict:
-    """The JSON printed after ``marker`` by an executed notebook."""
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            for line in output.get("text", "").splitlines():
-                if line.startswith(marker + " "):
-                    return json.loads(line[len(marker) + 1:])
-    raise AssertionError(f"no output line starts with {marker!r}")
+def training_memory_code(measure: str, filename: str) -> str:
+    """A cell that writes ``measure`` (a dict expression of _training_memory calls) as JSON to ``filename``."""
+    return TRAINING_MEMORY.replace("{MEASURE}", measure).replace("{FILE!r}", repr(filename))

@@ -1,18 +1,15 @@
-"""Where learners open the course: dependency ranges against the platforms, and one notebook opened alone.
+"""Where learners open the course: dependency ranges against the platforms and the learners' environment file.
 
-The platform matrix itself (floors / Colab's versions / newest, each in a fresh venv) is tools/platform_matrix.py,
-run before a release; its table is in README.md.
+A notebook opened alone (as Colab opens it) is run by tests/test_full_mode.py. The platform matrix itself
+(floors / Colab's versions / newest, each in a fresh venv) is tools/platform_matrix.py, run before a release;
+its table is in README.md.
 """
 
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from notebook_runs import CLONE_NAME, ROOT, snapshot_repository
+from notebook_runs import ROOT
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -73,22 +70,3 @@ def test_studio_lab_environment_file_installs_the_runtime_only():
         requirement = Requirement(line)
         assert requirement.specifier == RUNTIME[requirement.name.lower().replace("_", "-")].specifier, line
     assert "ipykernel" in names, "Studio Lab shows a conda environment as a kernel only with ipykernel"
-
-
-@pytest.mark.slow
-def test_a_notebook_opened_alone_clones_the_course_and_runs_top_to_bottom(tmp_path):
-    # Colab/Kaggle import only the .ipynb: copy it into an empty folder and let its setup cell clone the course
-    # (from a local snapshot of this working tree instead of GitHub) and check the installed versions.
-    notebook = "01_introduction_to_diffusers.ipynb"
-    origin = snapshot_repository(tmp_path / "origin")
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    shutil.copy(ROOT / "unit1" / notebook, alone / notebook)
-    env = {**os.environ, "COURSE_QUICK": "1", "HF_HUB_OFFLINE": "1", "COURSE_REPO_URL": str(origin)}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=900", "-q",
-                             "-p", "no:cacheprovider", "--rootdir", str(alone), notebook],
-                            cwd=alone, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert (alone / CLONE_NAME / "utils" / "__init__.py").is_file()
-    assert not (alone / "utils").exists() and Path(alone / CLONE_NAME / "requirements.txt").is_file()
