@@ -41,7 +41,7 @@ def learner_texts():
                 yield f"{path.relative_to(ROOT)} cell {i}", "".join(cell["source"])
     pages = [ROOT / "README.md", *sorted((ROOT / "unit1").rglob("*.md"))]
     for path in pages:
-        if path != GLOSSARY:
+        if path != GLOSSARY and "outputs" not in path.relative_to(ROOT).parts:  # not what a notebook run wrote
             yield str(path.relative_to(ROOT)), path.read_text(encoding="utf-8")
 
 
