@@ -21,3 +21,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The local Hub look-alike (tests/hub_server.py) on 127.0.0.1, seeded with the course's repositories."""
+    from hub_server import FakeHub, seed_course_repos
+
+    server = seed_course_repos(FakeHub())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub_env(hub, tmp_path):
+    """Environment for a subprocess that talks to the local Hub, logged in with its dummy token.
+
+    HF_ENDPOINT is read when huggingface_hub is imported, so online code runs in a fresh process. The server
+    speaks the LFS upload protocol, not Xet, hence HF_HUB_DISABLE_XET.
+    """
+    hub.failure = None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="0", HF_TOKEN=hub.token,
+               HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_PROGRESS_BARS="1", COURSE_QUICK="1", PYTHONPATH=str(ROOT))
+    yield env
+    hub.failure = None

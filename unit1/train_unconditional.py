@@ -63,6 +63,11 @@ from utils.training import (
 )
 from utils.viz import make_grid
 
+
+class UploadError(RuntimeError):
+    """--push_to_hub could not upload the finished run (the run itself is saved)."""
+
+
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -551,9 +556,10 @@ def train(args) -> dict:
             write_recipe(output_dir, recipe, repo_id)
         print(f"Saved the pipeline, samples/final.png and recipe.json in {output_dir} "
               f"({step} steps, {recipe['train_minutes']:.1f} min, final loss {state['loss']:.4f}).")
-        if args.push_to_hub:
-            push_folder(output_dir, repo_id, private=args.hub_private_repo,
-                        ignore_patterns=["checkpoint-*", ".*", f"{args.logging_dir}/*"])
+        if args.push_to_hub and push_folder(output_dir, repo_id, private=args.hub_private_repo,
+                                            ignore_patterns=["checkpoint-*", ".*", f"{args.logging_dir}/*"]) is None:
+            raise UploadError(f"--push_to_hub: the upload failed (see above). The trained pipeline is saved in "
+                              f"{output_dir}; upload it later with: hf upload {repo_id} {output_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -570,6 +576,9 @@ def main(argv=None) -> int:
     except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except UploadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

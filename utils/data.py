@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 
-from .environment import is_online, offline_requested
+from .environment import error_summary, is_online, offline_requested
 
 BUTTERFLIES = "huggan/smithsonian_butterflies_subset"
 MNIST = "mnist"
@@ -215,13 +215,24 @@ def _standardise_image_column(dataset, image_column: str | None, name: str):
     return dataset
 
 
-NOT_FOUND_ERRORS = ("DatasetNotFoundError", "FileNotFoundError", "RepositoryNotFoundError", "DataFilesNotFoundError")
+HUB_TIMEOUT = 10.0  # seconds an API answer may take before the Hub counts as broken
+NETWORK_ERRORS = {"LocalEntryNotFoundError", "ConnectionError", "ConnectError", "ReadTimeout", "ConnectTimeout",
+                  "TimeoutException", "ReadError", "RemoteProtocolError", "IncompleteRead", "ChunkedEncodingError",
+                  "OfflineModeIsEnabled", "ConnectionResetError"}
+NOT_FOUND_ERRORS = {"DatasetNotFoundError", "FileNotFoundError", "RepositoryNotFoundError", "DataFilesNotFoundError"}
 
 
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    """'ErrorType: first line of the message', short enough for a notebook output."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:limit] if text else ''}".rstrip(": ")
+def _hub_said_not_found(error: BaseException) -> bool:
+    """True when the Hub answered 'no such dataset', False when it failed (5xx, timeouts, cut-off downloads)."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    names = {type(e).__name__ for e in chain}
+    statuses = {getattr(getattr(e, "response", None), "status_code", None) for e in chain}
+    if names & NETWORK_ERRORS or any(isinstance(code, int) and code >= 500 for code in statuses):
+        return False
+    return bool(names & NOT_FOUND_ERRORS)
 
 
 def _hub_dataset_id(name: str) -> str:
@@ -231,7 +242,7 @@ def _hub_dataset_id(name: str) -> str:
         return name
     from huggingface_hub import HfApi
 
-    return HfApi().dataset_info(name).id
+    return HfApi().dataset_info(name, timeout=HUB_TIMEOUT).id
 
 
 def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_column: str | None = None,
@@ -262,13 +273,13 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
             raise
         except Exception as exc:  # noqa: BLE001 - any Hub/cache failure leads to the fallback or a clear error
             error = exc
-            if online and type(exc).__name__ in NOT_FOUND_ERRORS:
-                raise DataError(f"Dataset {name!r} was not found on the Hugging Face Hub ({_first_line(exc)}). "
+            if online and _hub_said_not_found(exc):
+                raise DataError(f"Dataset {name!r} was not found on the Hugging Face Hub ({error_summary(exc)}). "
                                 "Check the spelling on huggingface.co/datasets, or use a local folder "
                                 "(load_image_folder / --train_data_dir).") from exc
     fallback = _fallback(name, split, max_samples)
     if fallback is None:
-        reason = "the Hub is unreachable (offline)" if error is None else f"loading failed ({_first_line(error)})"
+        reason = "the Hub is unreachable (offline)" if error is None else f"loading failed ({error_summary(error)})"
         raise DataError(f"Dataset {name!r} cannot be loaded: {reason}, and it has no offline fallback "
                         f"(fallbacks exist for {MNIST!r} and {BUTTERFLIES!r}). Go online, or use a local "
                         "image folder (load_image_folder / --train_data_dir).")
@@ -277,7 +288,7 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
         images = images[:max_samples]
         labels = None if labels is None else labels[:max_samples]
     if verbose:
-        why = "オフラインのため" if error is None else f"Hub から読み込めなかったため（{_first_line(error)}）"
+        why = "オフラインのため" if error is None else f"Hub から読み込めなかったため（{error_summary(error)}）"
         print(f"⚠ {why}、{name} の代わりに {description} を使います（オフライン用の代替データ）。")
     dataset = _to_image_dataset(images, labels, f"{FALLBACK_PREFIX}: {description}")
     return _standardise_image_column(dataset, image_column, name)  # a wrong column fails as it would online

@@ -180,6 +180,12 @@ def is_online(timeout: float = 2.0, environ=None) -> bool:
     return _probe_hub(*hub_address(environ), timeout)
 
 
+def error_summary(error: BaseException, limit: int = 200) -> str:
+    """'ErrorType: first line of the message', short enough for a notebook output."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:limit]}" if lines else type(error).__name__
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the main libraries (missing ones are reported as 'なし')."""
     from importlib.metadata import PackageNotFoundError, version

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .environment import is_online
+from .environment import error_summary, is_online
 
 
 def save_pipeline(pipeline, folder: str | Path) -> Path:
@@ -94,8 +94,10 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = False,
                 commit_message: str = "Upload diffusion model", ignore_patterns: list[str] | None = None) -> str | None:
-    """Upload ``folder`` (minus ``ignore_patterns``) to the Hub when online and logged in; otherwise say why
-    (in Japanese) and return None."""
+    """Upload ``folder`` (minus ``ignore_patterns``) to the Hub when online and logged in; return the repo URL.
+
+    Offline, logged out, or when the Hub refuses or fails, it says why (in Japanese) and returns None; the folder
+    is never touched."""
     if not is_online():
         print("オフラインのため、Hub へのアップロードはスキップします。")
         return None
@@ -105,8 +107,13 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False,
         return None
     from huggingface_hub import create_repo, upload_folder
 
-    repo_url = create_repo(full_repo_name(repo_id), private=private, exist_ok=True)
-    commit = upload_folder(repo_id=repo_url.repo_id, folder_path=str(folder), commit_message=commit_message,
-                           ignore_patterns=ignore_patterns)
+    try:
+        repo_url = create_repo(full_repo_name(repo_id), private=private, exist_ok=True)
+        commit = upload_folder(repo_id=repo_url.repo_id, folder_path=str(folder), commit_message=commit_message,
+                               ignore_patterns=ignore_patterns)
+    except Exception as error:  # noqa: BLE001 - a broken Hub or a rejected token must not lose the folder
+        print(f"Hub へのアップロードに失敗しました（{error_summary(error)}）。フォルダー {folder} はそのまま残っています。"
+              f"あとで `hf upload {repo_id} {folder}` でアップロードできます。")
+        return None
     print(f"アップロードしました: {repo_url}（コミット {commit.oid[:8]}）")
     return str(repo_url)
