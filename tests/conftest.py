@@ -47,3 +47,10 @@ def hub_env(hub, tmp_path):
                HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_PROGRESS_BARS="1", COURSE_QUICK="1", PYTHONPATH=str(ROOT))
     yield env
     hub.failure = None
+
+
+def pytest_collection_modifyitems(items):
+    """Notebook runs (nbval items) are slow tests: `pytest -m "not slow"` leaves them out."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

@@ -144,7 +144,8 @@ def test_push_folder_with_a_rejected_token_keeps_the_folder(hub_env, hub, tmp_pa
 
 
 # ---------------------------------------------------------------- a broken Hub
-@pytest.mark.parametrize("failure", ["error", "truncate", "slow"])
+@pytest.mark.parametrize("failure", [pytest.param("error", marks=pytest.mark.slow), "truncate",
+                                     pytest.param("slow", marks=pytest.mark.slow)])  # the client's retries take ~30 s
 def test_a_broken_hub_falls_back_to_the_offline_data(hub_env, hub, failure):
     hub.failure, hub.slow_seconds = failure, 15
     env = {**hub_env, "HF_HUB_ETAG_TIMEOUT": "3", "HF_HUB_DOWNLOAD_TIMEOUT": "3"}
