@@ -19,6 +19,18 @@ from utils import course
 
 ROOT = Path(__file__).resolve().parent.parent
 CLONE_NAME = course.GITHUB_REPO.split("/")[1]  # the folder the setup cell clones into
+# Iteration counts that the full-mode and online runs cap (sizes stay those of their mode): the code path is the
+# same, only the loops are short. The plain quick-mode run of unit1/ keeps the real counts.
+CAPS = {
+    "unit1/01_introduction_to_diffusers.ipynb": {
+        "num_epochs": 1, "sample_steps": 2, "ddim_steps": 2, "pretrained_steps": 2,
+        "script_epochs": 1, "script_max_steps": 1, "script_checkpointing_steps": 1,
+    },
+    "unit1/02_diffusion_models_from_scratch.ipynb": {
+        # 21 steps: the notebook checks that the sum of the last 20 losses is below that of the first 20
+        "naive_train_steps": 21, "ddpm_train_steps": 21, "ddpm_sampling_steps": 4, "fast_sampling_steps": 2,
+    },
+}
 
 
 def snapshot_repository(destination: Path, branch: str = "main") -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from notebook_runs import (
+    CAPS,
     CLONE_NAME,
     ROOT,
     insert_after_settings,
@@ -30,16 +31,6 @@ T4_USABLE_BYTES = 15 * 2**30  # a "16 GB" T4 shows about 15 GiB to CUDA
 CUDA_CONTEXT_BYTES = 2**30  # context, cuDNN workspaces, allocator slack: a generous margin
 MEMORY_FILE = "full_mode_memory.json"
 
-CAPS = {
-    "unit1/01_introduction_to_diffusers.ipynb": {
-        "num_epochs": 1, "sample_steps": 2, "ddim_steps": 2, "pretrained_steps": 2,
-        "script_epochs": 1, "script_max_steps": 1, "script_checkpointing_steps": 1,
-    },
-    "unit1/02_diffusion_models_from_scratch.ipynb": {
-        # 21 steps: the notebook checks that the sum of the last 20 losses is below that of the first 20
-        "naive_train_steps": 21, "ddpm_train_steps": 21, "ddpm_sampling_steps": 4, "fast_sampling_steps": 2,
-    },
-}
 MEASURE = {
     "unit1/01_introduction_to_diffusers.ipynb": (
         '{"UNet2DModel (notebook loop; the script\'s --model_size small is the same)": _training_memory(model, '
