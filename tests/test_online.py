@@ -201,3 +201,36 @@ def test_script_reports_a_failed_push_and_keeps_the_run(hub_env, hub, tmp_path):
     assert "the upload failed" in result.stderr and f"hf upload run {out}" in result.stderr
     assert (out / "recipe.json").exists() and (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
     assert "Traceback" not in result.stderr
+
+
+NOTEBOOK_CELLS = """
+    import json, sys
+    from pathlib import Path
+    import torch
+    from diffusers import DDPMPipeline
+    from utils import image_strip, is_logged_in, upscale
+    cells = {{c["id"]: "".join(c["source"]) for c in json.loads(Path("unit1/01_introduction_to_diffusers.ipynb")
+                                                              .read_text(encoding="utf-8"))["cells"]}}
+    pipeline_dir = Path("{folder}")
+    pipeline_dir.mkdir(parents=True, exist_ok=True)
+    (pipeline_dir / "recipe.json").write_text("{{}}")
+    namespace = dict(torch=torch, DDPMPipeline=DDPMPipeline, image_strip=image_strip, upscale=upscale, display=print,
+                     is_logged_in=is_logged_in, device=torch.device("cpu"), online=True, seed=0, pretrained_steps=2,
+                     pipeline_dir=pipeline_dir)
+    for cell_id in ("3637ad67", "497b43e0"):  # the pretrained-pipeline demo and the upload
+        exec(cells[cell_id], namespace)
+    print("PIPELINE", namespace["butterfly_pipeline"])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["error", "truncate"])
+def test_notebook_01_hub_cells_survive_a_broken_hub(hub_env, hub, tmp_path, failure):
+    """The demo and upload cells of notebook 01, as committed, skip with a message when the Hub fails."""
+    hub.failure = failure
+    result = run_python(NOTEBOOK_CELLS.format(folder=tmp_path / "pipeline"), {**hub_env, "HF_HUB_ETAG_TIMEOUT": "3",
+                                                                              "HF_HUB_DOWNLOAD_TIMEOUT": "3"}, 240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "学習済みパイプラインを読み込めなかったため" in result.stdout and "PIPELINE None" in result.stdout
+    if failure == "error":
+        assert "Hub へのアップロードに失敗しました" in result.stdout

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the course's utils import
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.data import BUTTERFLIES, DataError, find_images, is_fallback, load_image_dataset, preprocess_image
-from utils.environment import describe_device, is_online, library_versions
+from utils.environment import cuda_usable, describe_device, is_online, library_versions
 from utils.hub import is_logged_in, push_folder, write_model_card
 from utils.sampling import SAMPLERS, generate, make_scheduler
 from utils.training import (
@@ -211,7 +211,7 @@ def check_args(args) -> None:
                           "history and in logs. Run `hf auth login` once, then use --push_to_hub.")
     if args.dataset_name and args.train_data_dir:
         raise ConfigError("Give either --dataset_name or --train_data_dir, not both.")
-    if args.mixed_precision == "fp16" and (args.cpu or not torch.cuda.is_available()):
+    if args.mixed_precision == "fp16" and (args.cpu or not cuda_usable()):
         raise ConfigError("--mixed_precision fp16 needs a CUDA GPU. On this machine use bf16 or no.")
     if args.logger == "wandb":
         try:
@@ -360,7 +360,7 @@ def train(args) -> dict:
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         dynamo_backend="inductor" if args.torch_compile else "no",  # torch.compile inside prepare()
-        cpu=args.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        cpu=args.cpu or not (cuda_usable() or torch.backends.mps.is_available()),
         log_with=None if args.logger == "none" else args.logger,
         project_config=ProjectConfiguration(project_dir=str(output_dir),
                                             logging_dir=str(output_dir / args.logging_dir)))

@@ -172,7 +172,7 @@ def _fallback(name: str, split: str, max_samples: int | None = None):
         if split != "train":
             raise DataError(f"{BUTTERFLIES} only has a 'train' split, not {split!r}.")
         n = 1000 if max_samples is None else min(max_samples, 1000)  # the real subset has 1000 images
-        return synthetic_butterflies(n), None, f"utils が生成した合成の『ちょう』画像 {n} 枚（本物の写真ではありません）"
+        return synthetic_butterflies(n), None, f"utils が生成した合成の『チョウ』画像 {n} 枚（本物の写真ではありません）"
     return None
 
 

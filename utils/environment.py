@@ -234,8 +234,8 @@ def setup_course(seed: int = 0) -> tuple[torch.device, bool, bool]:
     use_japanese_font()
     device, quick, online = get_device(), is_quick_mode(), is_online()
     if quick and os.environ.get("COURSE_QUICK") is None:
-        print("GPU が見つからないため、クイックモード（軽量設定）で実行します。"
-              "フル設定で動かすには環境変数 COURSE_QUICK=0 を設定してください。")
+        print("使える GPU がないため、クイックモード（軽量設定）で実行します。"
+              "フルモードで動かすには環境変数 COURSE_QUICK=0 を設定してください。")
     print(environment_summary(device, quick, online))
     return device, quick, online
 
