@@ -79,7 +79,7 @@ def cuda_problem() -> str | None:
         try:
             torch.ones(1, device="cuda").add_(1).item()
         except Exception as error:  # the first kernel launch is where an unsupported GPU fails
-            problem = f"GPU（{name}）で小さな計算が失敗しました（{type(error).__name__}: {str(error).splitlines()[0]}）"
+            problem = f"GPU（{name}）で小さな計算が失敗しました（{error_summary(error)}）"
     if problem:
         print(f"⚠️ {problem}。CPU（とクイックモード）で実行します。Kaggle では GPU に P100 ではなく T4 を選んでください。")
     return problem
