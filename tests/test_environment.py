@@ -1,8 +1,7 @@
-import time
-
 import pytest
 import torch
 
+from utils import course
 from utils import environment as env
 
 
@@ -34,18 +33,39 @@ def test_quick_mode_rejects_unknown_value():
         env.is_quick_mode({"COURSE_QUICK": "maybe"})
 
 
-def test_offline_flag_is_honoured_instantly():
-    start = time.perf_counter()
+def test_offline_flag_is_honoured_without_a_probe(monkeypatch):
+    probes = []
+    monkeypatch.setattr(env, "_probe_hub", lambda *address: probes.append(address) or True)
     assert env.is_online(environ={"HF_HUB_OFFLINE": "1"}) is False
-    assert time.perf_counter() - start < 0.1
+    assert env.is_online(environ={"HF_DATASETS_OFFLINE": "yes"}) is False
+    assert probes == []
+    assert env.is_online(timeout=0.5, environ={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}) is True
+    assert probes == [("127.0.0.1", 9, 0.5)]
 
 
-def test_online_probe_never_takes_longer_than_its_timeout():
-    # an unresolvable endpoint: the probe must give up within the timeout, whatever DNS does
-    env._probe_hub.cache_clear()
-    start = time.perf_counter()
-    assert env.is_online(timeout=0.5, environ={"HF_ENDPOINT": "https://hub.invalid"}) is False
-    assert time.perf_counter() - start < 1.5
+def test_online_probe_waits_for_at_most_its_timeout(monkeypatch):
+    """The probe thread is joined with the timeout, so a DNS lookup that hangs cannot hold the notebook."""
+    import threading
+
+    release, joins = threading.Event(), []
+
+    def hanging_connection(address, timeout):
+        release.wait()
+        raise OSError("unreachable")
+
+    real_join = threading.Thread.join
+
+    def recording_join(self, timeout=None):
+        joins.append(timeout)
+        return real_join(self, 0)  # the probe is still hanging: return at once instead of waiting
+
+    monkeypatch.setattr(env.socket, "create_connection", hanging_connection)
+    monkeypatch.setattr(threading.Thread, "join", recording_join)
+    try:
+        assert env._can_connect("hub.invalid", 443, timeout=0.5) is False
+    finally:
+        release.set()
+    assert joins == [0.5]
 
 
 def test_seed_everything_makes_torch_reproducible():
@@ -56,10 +76,12 @@ def test_seed_everything_makes_torch_reproducible():
     assert torch.equal(torch.randn(3, generator=gen), torch.randn(3, generator=torch.Generator().manual_seed(123)))
 
 
-def test_get_device_is_cpu_here():
-    assert env.get_device().type in {"cpu", "cuda", "mps"}
-    if not torch.cuda.is_available():
-        assert env.get_device().type in {"cpu", "mps"}
+def test_get_device_prefers_a_usable_gpu_then_mps_then_cpu(monkeypatch):
+    mps = env.torch.backends.mps
+    for usable, mps_available, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(env, "cuda_usable", lambda usable=usable: usable)
+        monkeypatch.setattr(mps, "is_available", lambda available=mps_available: available)
+        assert env.get_device() == torch.device(expected)
 
 
 def test_describe_device_names_what_a_timing_was_measured_on(one_thread):
@@ -77,7 +99,7 @@ def test_summary_is_one_japanese_line():
 def test_setup_course_announces_default_quick_mode(monkeypatch, capsys):
     monkeypatch.delenv("COURSE_QUICK", raising=False)
     monkeypatch.setattr(env.torch.cuda, "is_available", lambda: False)
-    device, quick, online = env.setup_course(seed=0)
+    device, quick, online = course.setup_course(seed=0)
     out = capsys.readouterr().out
     assert quick and not online and device.type in {"cpu", "mps"}
     assert "COURSE_QUICK=0" in out and "クイックモード" in out

@@ -1,49 +1,35 @@
-"""Shared helpers for the course notebooks and the training script."""
+"""Shared helpers for the course notebooks: ``from utils import make_grid, setup_course, ...``.
 
-from .data import (
-    BUTTERFLIES,
-    MNIST,
-    DataError,
-    find_images,
-    images_to_tensor,
-    is_fallback,
-    load_image_dataset,
-    load_image_folder,
-    make_dataloader,
-    preprocess_image,
-    random_flip,
-    real_mnist_digits,
-    synthetic_butterflies,
-    tensor_to_pil,
-)
-from .environment import (
-    detect_platform,
-    environment_summary,
-    get_device,
-    is_online,
-    is_quick_mode,
-    repo_root,
-    seed_everything,
-    setup_course,
-)
-from .hub import full_repo_name, is_logged_in, push_folder, save_pipeline, write_model_card
-from .viz import (
-    image_strip,
-    make_grid,
-    noise_slider,
-    plot_losses,
-    plot_schedules,
-    save_gif,
-    show_gif,
-    upscale,
-    use_japanese_font,
-)
+The package exports exactly the names the notebooks import (tests/test_utils_package.py keeps it so). Each name is
+loaded from its module on first use (PEP 562), so ``import utils.recipe`` or ``import utils.course`` does not load
+torch. The modules form layers, each importing only those before it:
+recipe, environment <- data <- sampling <- training <- checkpoints <- metrics <- hub <- viz <- course.
+The training script, the benchmarks and the maintainer tools (tools/) import from the modules themselves.
+"""
 
-__all__ = [
-    "BUTTERFLIES", "MNIST", "DataError", "detect_platform", "environment_summary", "find_images",
-    "full_repo_name", "get_device", "image_strip", "images_to_tensor", "is_fallback", "is_logged_in",
-    "is_online", "is_quick_mode", "load_image_dataset", "load_image_folder", "make_dataloader", "make_grid",
-    "noise_slider", "plot_losses", "plot_schedules", "preprocess_image", "push_folder", "random_flip",
-    "real_mnist_digits", "repo_root", "save_gif", "save_pipeline", "seed_everything", "setup_course",
-    "show_gif", "synthetic_butterflies", "tensor_to_pil", "upscale", "use_japanese_font", "write_model_card",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "course": ["setup_course"],
+    "data": ["BUTTERFLIES", "DataError", "images_to_tensor", "is_fallback", "load_image_dataset",
+             "load_image_folder", "make_dataloader", "tensor_to_pil"],
+    "environment": ["repo_root", "seed_everything"],
+    "hub": ["is_logged_in", "write_model_card"],
+    "sampling": ["generate"],
+    "viz": ["image_strip", "make_grid", "noise_slider", "plot_losses", "plot_schedules", "save_gif", "show_gif",
+            "upscale"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'utils' has no attribute {name!r}")
+    value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

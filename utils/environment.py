@@ -226,20 +226,6 @@ def environment_summary(device: torch.device | None = None, quick: bool | None =
     )
 
 
-def setup_course(seed: int = 0) -> tuple[torch.device, bool, bool]:
-    """Notebook start-up: seed, pick the device and mode, print the summary; returns (device, quick, online)."""
-    from .viz import use_japanese_font
-
-    seed_everything(seed)
-    use_japanese_font()
-    device, quick, online = get_device(), is_quick_mode(), is_online()
-    if quick and os.environ.get("COURSE_QUICK") is None:
-        print("使える GPU がないため、クイックモード（軽量設定）で実行します。"
-              "フルモードで動かすには環境変数 COURSE_QUICK=0 を設定してください。")
-    print(environment_summary(device, quick, online))
-    return device, quick, online
-
-
 def repo_root() -> Path:
     """The course repository's root folder (the parent of utils/)."""
     return Path(__file__).resolve().parent.parent

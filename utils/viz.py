@@ -1,14 +1,19 @@
-"""Image grids, strips, loss and schedule plots, animations and widgets (matplotlib is imported lazily)."""
+"""Image grids, strips, loss and schedule plots, animations and widgets.
+
+torch, matplotlib and the data helpers are imported inside the functions that use them, so the plotting helpers
+(``use_japanese_font``, ``log_axes``) serve the maintainer tools (tools/leaderboard.py) without loading torch.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
-from .data import tensor_to_pil
+if TYPE_CHECKING:
+    import torch
 
 
 def use_japanese_font() -> bool:
@@ -23,6 +28,10 @@ def use_japanese_font() -> bool:
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2,
               background: int = 255) -> Image.Image:
     """A batch (B, C, H, W) in [-1, 1] with C in {1, 3} -> one PIL image laid out in rows of ``nrow``."""
+    import torch
+
+    from .data import tensor_to_pil
+
     if isinstance(images, (list, tuple)):
         images = torch.stack(list(images))
     if images.ndim == 3:
@@ -66,6 +75,7 @@ def upscale(image: Image.Image, factor: int = 4) -> Image.Image:
 def plot_losses(losses, title: str = "学習の損失", smooth: int | None = None):
     """Loss curve on a linear and a log scale side by side; returns the matplotlib figure."""
     import matplotlib.pyplot as plt
+    import torch
 
     use_japanese_font()
     losses = torch.as_tensor(list(losses), dtype=torch.float32)
@@ -88,6 +98,7 @@ def plot_losses(losses, title: str = "学習の損失", smooth: int | None = Non
 def plot_schedules(alphas_cumprod: dict[str, torch.Tensor]):
     """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) against t for each named schedule; returns the figure."""
     import matplotlib.pyplot as plt
+    import torch
 
     use_japanese_font()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
@@ -102,6 +113,25 @@ def plot_schedules(alphas_cumprod: dict[str, torch.Tensor]):
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def log_axes(ax) -> None:
+    """Logarithmic x and y axes labelled with plain numbers (0.2, 10, 20000) at 1, 2 and 5 of each decade,
+    or at every tick where an axis spans less than a decade."""
+    from matplotlib import ticker
+
+    def minor_formatter(axis):
+        def minor(value, _):
+            low, high = sorted(axis.get_view_interval())
+            mantissa = round(value / 10 ** math.floor(math.log10(value)))
+            return f"{value:g}" if mantissa in (2, 5) or (high < 10 * low and mantissa in (2, 3, 4, 5, 7)) else ""
+        return ticker.FuncFormatter(minor)
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(minor_formatter(axis))
 
 
 def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 80, final_pause_ms: int = 1000) -> Path:
@@ -127,6 +157,7 @@ def show_gif(path: str | Path):
 def noise_slider(x0: torch.Tensor, scheduler, noise: torch.Tensor | None = None, scale: int = 3):
     """An ipywidgets slider over t that shows ``scheduler.add_noise(x0, noise, t)`` as a grid."""
     import ipywidgets as widgets
+    import torch
     from IPython.display import display
 
     noise = torch.randn_like(x0) if noise is None else noise

@@ -1,0 +1,102 @@
+"""The utils package: layers without an import circle, exports that match the notebooks, torch only when needed."""
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import utils
+from utils import course
+
+ROOT = Path(__file__).resolve().parent.parent
+# Each module may import only the modules before it (data may use environment, viz may use data, ...).
+LAYERS = ["recipe", "environment", "data", "sampling", "training", "checkpoints", "metrics", "hub", "viz", "course"]
+MODULES = sorted(path.stem for path in (ROOT / "utils").glob("*.py") if path.stem != "__init__")
+TORCH_FREE = ["utils", "utils.recipe", "utils.course", "utils.viz"]
+
+
+def utils_imports(path: Path) -> set[str]:
+    """The utils modules that ``path`` imports anywhere (top level or inside a function)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 1 and module:  # from .data import x
+                found.add(module.split(".")[0])
+            elif node.level == 1:  # from . import data
+                found.update(alias.name for alias in node.names)
+            elif module == "utils":  # from utils import data
+                found.update(alias.name for alias in node.names if alias.name in MODULES)
+            elif module.startswith("utils."):  # from utils.data import x
+                found.add(module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith("utils."))
+    return found
+
+
+def test_every_utils_module_has_a_layer():
+    assert sorted(LAYERS) == MODULES, "place a new utils module in LAYERS (after the modules it imports)"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_a_module_imports_only_the_layers_below_it(module):
+    imported = utils_imports(ROOT / "utils" / f"{module}.py")
+    above = sorted(name for name in imported if name not in LAYERS[:LAYERS.index(module)])
+    assert not above, f"utils/{module}.py imports {above}, which sit above it in {LAYERS}"
+
+
+def test_the_layer_check_sees_lazy_imports(tmp_path):
+    path = tmp_path / "environment.py"
+    path.write_text("def f():\n    from .viz import make_grid\n    from utils import data\n    import utils.course\n")
+    assert utils_imports(path) == {"viz", "data", "course"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", MODULES)
+def test_each_module_imports_first_in_a_fresh_interpreter(module):
+    result = subprocess.run([sys.executable, "-c", f"import utils.{module}"], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_constants_the_plotting_helpers_and_the_tools_do_not_load_torch():
+    code = f"import sys\nimport {', '.join(TORCH_FREE)}\nassert 'torch' not in sys.modules, 'torch was imported'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def notebook_imports() -> dict[str, set[str]]:
+    """{module: names} that the course notebooks import from utils and its modules."""
+    imports = {}
+    for notebook in course.NOTEBOOKS:
+        for cell in nbformat.read(ROOT / notebook, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "utils":
+                    imports.setdefault(node.module, set()).update(alias.name for alias in node.names)
+    return imports
+
+
+def test_utils_exports_exactly_what_the_notebooks_import():
+    imports = notebook_imports()
+    assert set(imports) == {"utils"}, f"the notebooks import from {sorted(imports)}: re-export in utils/__init__.py"
+    assert set(utils.__all__) == imports["utils"], (
+        f"not exported: {sorted(imports['utils'] - set(utils.__all__))}; "
+        f"exported but unused: {sorted(set(utils.__all__) - imports['utils'])}")
+
+
+def test_each_exported_name_loads_from_its_module():
+    for name in utils.__all__:
+        module = importlib.import_module(f"utils.{utils._MODULE_OF[name]}")
+        assert getattr(utils, name) is getattr(module, name), name
+    assert set(utils.__all__) <= set(dir(utils))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        utils.nothing_here  # noqa: B018
+    with pytest.raises(ImportError):
+        exec("from utils import real_mnist_digits", {})  # a helper no notebook uses stays in its module
