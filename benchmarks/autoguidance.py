@@ -40,24 +40,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_guide_checkpoint(unet, checkpoint: Path):
     """A copy of ``unet`` with the weights of ``checkpoint`` (EMA when the run kept one)."""
-    from diffusers import UNet2DModel
     from safetensors.torch import load_file
+
+    from utils.training import copy_unet
 
     weights = checkpoint / "ema.safetensors"
     if not weights.is_file():
         weights = checkpoint / "model.safetensors"
     if not weights.is_file():
         raise SystemExit(f"error: {checkpoint} holds neither ema.safetensors nor model.safetensors.")
-    guide = UNet2DModel.from_config(unet.config)
-    guide.load_state_dict(load_file(str(weights)))
-    return guide.eval()
+    return copy_unet(unet, load_file(str(weights)))
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     from diffusers import DDPMPipeline
 
+    from utils.checkpoints import list_checkpoints
     from utils.metrics import evaluate_pipeline
-    from utils.training import list_checkpoints
 
     if not (args.run_dir / "model_index.json").is_file():
         raise SystemExit(f"error: {args.run_dir} is not a saved pipeline (no model_index.json): pass the "

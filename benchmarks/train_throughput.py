@@ -8,10 +8,11 @@ gradient clipping, cosine learning-rate schedule and EMA. They differ in how the
 * plain: the loop of notebook 01 with the data pipeline and EMA of the Diffusers example script --
   images decoded, resized and flipped per batch (``set_transform``), a DataLoader, default AdamW,
   ``scheduler.add_noise``, diffusers' ``EMAModel`` and ``loss.item()`` every step;
-* script: the loop body of train_unconditional.py -- images decoded and resized once before training
-  (not timed; reported as decode_seconds), batches read from a uint8 tensor, Accelerate, fused AdamW,
-  one foreach EMA update, the loss summed on the device (no host sync), channels-last on CUDA, and
-  torch.compile with --torch_compile.
+* script: train_unconditional.py itself -- its ``set_up`` (images decoded and resized once, not timed;
+  reported as setup_seconds) and its ``training_loop``, the function the script trains with: batches read
+  from a uint8 tensor, Accelerate, fused AdamW, one foreach EMA update, the loss summed on the device (no
+  host sync), channels-last on CUDA, torch.compile with --torch_compile, bf16 autocast with
+  --mixed_precision bf16.
 
 Every measurement runs in a fresh process (so peak memory belongs to one variant) and the variants
 alternate, so a busy machine slows both alike. The report gives the median over the repeats of
@@ -93,52 +94,32 @@ def plain_loop(dataset, args, device):
             yield
 
 
-def script_loop(images: torch.Tensor, args, device):
-    """The loop body of train_unconditional.py (one process, no accumulation): yields after every step."""
-    from accelerate import Accelerator
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
+def script_loop(dataset, args, device):
+    """train_unconditional.py's own set-up and training loop on the same images: yields after every step."""
+    import tempfile
 
-    from utils.training import (
-        EMA,
-        DiffusionLoss,
-        ShardedBatches,
-        build_unet,
-        make_optimizer,
-        memory_format_for,
-        seed_for,
-        unet_config,
-    )
+    sys.path.insert(0, str(ROOT / "tests"))
+    from training_script import load_script
 
-    accelerator = Accelerator(cpu=device.type == "cpu", dynamo_backend="inductor" if args.torch_compile else "no")
-    memory_format = memory_format_for(accelerator.device, args.channels_last)
-    unet = build_unet(unet_config("small"), args.resolution, 3).to(accelerator.device, memory_format=memory_format)
-    loss_fn = DiffusionLoss(DDPMScheduler(num_train_timesteps=1000), "epsilon", accelerator.device, memory_format)
-    ema = EMA(unet, max_decay=0.9999, inv_gamma=1.0, power=0.75)
-    optimizer = make_optimizer(unet.parameters(), 1e-4, (0.95, 0.999), 1e-6, 1e-8, accelerator.device)
-    lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500, num_training_steps=10_000)
-    model, optimizer = accelerator.prepare(unet, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the plain module under torch.compile
-    batches = ShardedBatches(images, args.batch_size, seed=0, flip=True)
-    data_generator, noise_generator = torch.Generator(), torch.Generator(device=accelerator.device)
-    loss_sum = torch.zeros((), device=accelerator.device)
-    model.train()
-    micro = 0
+    script = load_script()
+    folder = Path(tempfile.mkdtemp(prefix="throughput-"))
+    (folder / "images").mkdir()
+    for i, image in enumerate(dataset["image"]):  # the same PNG images, as a folder of the learner's own
+        image.save(folder / "images" / f"{i:05d}.png")
+    argv = ["--train_data_dir", str(folder / "images"), "--resolution", str(args.resolution), "--model_size", "small",
+            "--train_batch_size", str(args.batch_size), "--random_flip", "--use_ema", "--learning_rate", "1e-4",
+            "--lr_warmup_steps", "500", "--max_train_steps", "10000", "--checkpointing_steps", "0",
+            "--save_images_epochs", "1000000", "--save_model_epochs", "1000000", "--logger", "none",
+            "--mixed_precision", args.mixed_precision, "--output_dir", str(folder / "run")]
+    argv += [] if args.channels_last is None else ["--channels_last" if args.channels_last else "--no-channels_last"]
+    argv += ["--torch_compile"] if args.torch_compile else []
+    argv += ["--cpu"] if device.type == "cpu" else []
+    settings = script.parse_args(argv)
+    start = time.perf_counter()
+    run = script.set_up(settings, argv)
+    args.setup_seconds = time.perf_counter() - start
     while True:
-        epoch, index = divmod(micro, len(batches))
-        data_generator.manual_seed(seed_for(0, micro, 0, 0))
-        noise_generator.manual_seed(seed_for(0, micro, 0, 1))
-        clean = batches.batch(epoch, index, data_generator, accelerator.device, memory_format)
-        loss = loss_fn(model, clean, noise_generator)
-        accelerator.backward(loss)
-        loss_sum += loss.detach()
-        micro += 1
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(unwrapped)
+        script.training_loop(run, settings, num_steps=1)
         yield
 
 
@@ -152,16 +133,8 @@ def measure(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Enough images for the timed steps without a partial batch (the plain loop drops the last one).
     dataset = make_dataset(args.batch_size * (args.warmup + args.steps), args.source_size)
-    decode_seconds = 0.0
-    if args.variant == "plain":
-        loop = plain_loop(dataset, args, device)
-    else:
-        from utils.data import images_to_tensor
-
-        start = time.perf_counter()
-        images = ((images_to_tensor(dataset["image"], args.resolution) + 1) * 127.5).round().to(torch.uint8)
-        decode_seconds = time.perf_counter() - start
-        loop = script_loop(images, args, device)
+    args.setup_seconds = 0.0
+    loop = (plain_loop if args.variant == "plain" else script_loop)(dataset, args, device)
     for _ in range(args.warmup):
         next(loop)
     if device.type == "cuda":
@@ -178,7 +151,7 @@ def measure(args) -> dict:
     return {"variant": args.variant, "images_per_second": args.steps * args.batch_size / seconds,
             "seconds_per_step": seconds / args.steps, "cpu_seconds_per_step": cpu_seconds / args.steps,
             "images_per_cpu_second": args.steps * args.batch_size / cpu_seconds, "peak_memory_mib": peak / 2**20,
-            "decode_seconds": decode_seconds, "memory_kind": "CUDA max allocated" if device.type == "cuda" else "process peak RSS",
+            "setup_seconds": args.setup_seconds, "memory_kind": "CUDA max allocated" if device.type == "cuda" else "process peak RSS",
             "device": describe_device(device), "threads": torch.get_num_threads()}
 
 
@@ -195,6 +168,8 @@ def main(argv=None) -> None:
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
                         help="Script variant: channels-last layout (default: the script's, on for CUDA only).")
     parser.add_argument("--torch_compile", action="store_true", help="Script variant: torch.compile the model.")
+    parser.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"),
+                        help="Script variant: the script's --mixed_precision (autocast).")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: PyTorch's choice).")
     parser.add_argument("--output", help="Also write the results as JSON to this file.")
     parser.add_argument("--variant", choices=("plain", "script"), help=argparse.SUPPRESS)  # worker mode
@@ -208,6 +183,7 @@ def main(argv=None) -> None:
     if args.channels_last is not None:
         worker += ["--channels_last" if args.channels_last else "--no-channels_last"]
     worker += ["--torch_compile"] if args.torch_compile else []
+    worker += ["--mixed_precision", args.mixed_precision]
     worker += ["--threads", str(args.threads)] if args.threads else []
     runs = {"plain": [], "script": []}
     for repeat in range(args.repeats):
@@ -225,7 +201,7 @@ def main(argv=None) -> None:
                for variant, results in runs.items()}
     speedup = summary["script"]["median_images_per_second"] / summary["plain"]["median_images_per_second"]
     cpu_speedup = summary["script"]["median_images_per_cpu_second"] / summary["plain"]["median_images_per_cpu_second"]
-    decode = statistics.median(r["decode_seconds"] for r in runs["script"])
+    setup = statistics.median(r["setup_seconds"] for r in runs["script"])
     first = runs["plain"][0]
     print(f"\n{first['device']}, batch {args.batch_size}, {args.resolution} px "
           f"from {args.source_size} px PNGs, "
@@ -235,7 +211,7 @@ def main(argv=None) -> None:
         print(f"| {variant} | {values['median_images_per_second']:.2f} | {values['median_images_per_cpu_second']:.2f} | "
               f"{values['median_peak_memory_mib']:.0f} |")
     print(f"speed-up of the script's step: {speedup:.2f}x in images/s, {cpu_speedup:.2f}x in images per CPU-second "
-          f"(the script decoded the images once beforehand in {decode:.2f} s)")
+          f"(the script's set-up, which decodes the images once, took {setup:.2f} s beforehand)")
     if args.output:
         Path(args.output).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "variant"},
                                                  "runs": runs, "summary": summary, "speedup": speedup,

@@ -1,4 +1,5 @@
-"""utils.training: the loss, EMA, data sharding, model sizes and checkpoint helpers of the training script."""
+"""The training step of unit1/train_unconditional.py (loss, Min-SNR, scaling and flips) and its helpers in
+utils.training and utils.checkpoints (EMA, data sharding, model sizes, checkpoints)."""
 
 import json
 from types import SimpleNamespace
@@ -6,27 +7,34 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from training_script import load_script
 
+from utils.checkpoints import (
+    finish_checkpoint,
+    list_checkpoints,
+    remove_unfinished,
+    resolve_checkpoint,
+    save_pipeline_atomically,
+    temporary_name,
+)
 from utils.training import (
     EMA,
     MODEL_SIZES,
     ConfigError,
-    DiffusionLoss,
     ShardedBatches,
+    TrainingClock,
     build_unet,
     check_resolution,
-    finish_checkpoint,
-    list_checkpoints,
+    copy_unet,
     make_optimizer,
     memory_format_for,
-    min_snr_weights,
-    remove_unfinished,
-    resolve_checkpoint,
-    save_pipeline_atomically,
     seed_for,
-    temporary_name,
     unet_config,
+    weights_digest,
 )
+
+script = load_script()
+min_snr_weights = script.min_snr_weights
 
 
 class ZeroModel(torch.nn.Module):
@@ -40,17 +48,19 @@ class ZeroModel(torch.nn.Module):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_diffusion_loss_matches_the_scheduler(prediction_type):
     scheduler = DDPMScheduler(prediction_type=prediction_type)
-    loss_fn = DiffusionLoss(scheduler, prediction_type)
     clean = torch.rand(6, 3, 4, 4) * 2 - 1
     model = ZeroModel()
-    loss = loss_fn(model, clean, torch.Generator().manual_seed(0))
+    loss = script.diffusion_loss(model, scheduler, clean, torch.Generator().manual_seed(0))
     generator = torch.Generator().manual_seed(0)  # the same draws, in the same order
     timesteps = torch.randint(0, 1000, (6,), generator=generator)
     noise = torch.randn(clean.shape, generator=generator)
     noisy, seen_t = model.inputs
     assert torch.equal(seen_t, timesteps)
     torch.testing.assert_close(noisy, scheduler.add_noise(clean, noise, timesteps))
-    target = {"epsilon": noise, "sample": clean, "v_prediction": scheduler.get_velocity(clean, noise, timesteps)}
+    alpha_bar = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)  # the closed forms, independent of diffusers
+    torch.testing.assert_close(noisy, alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise)
+    velocity = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean
+    target = {"epsilon": noise, "sample": clean, "v_prediction": velocity}
     torch.testing.assert_close(loss, target[prediction_type].pow(2).mean())
 
 
@@ -69,15 +79,15 @@ def test_min_snr_weights_match_the_diffusers_training_examples(prediction_type):
 
 def test_min_snr_loss_weights_each_sample_by_its_timestep():
     scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
-    loss_fn = DiffusionLoss(scheduler, "v_prediction", snr_gamma=5.0)
+    all_weights = min_snr_weights(scheduler.alphas_cumprod, "v_prediction", 5.0)
     clean = torch.rand(8, 1, 4, 4) * 2 - 1
     model = ZeroModel()
-    loss = loss_fn(model, clean, torch.Generator().manual_seed(0))
+    loss = script.diffusion_loss(model, scheduler, clean, torch.Generator().manual_seed(0), all_weights)
     generator = torch.Generator().manual_seed(0)
     timesteps = torch.randint(0, 1000, (8,), generator=generator)
     noise = torch.randn(clean.shape, generator=generator)
     per_sample = scheduler.get_velocity(clean, noise, timesteps).pow(2).mean((1, 2, 3))
-    weights = min_snr_weights(scheduler.alphas_cumprod, "v_prediction", 5.0)[timesteps]
+    weights = all_weights[timesteps]
     torch.testing.assert_close(loss, (weights * per_sample).mean())
     assert 0 < weights.min() and weights.max() < 1  # v-prediction weights are min(SNR, 5) / (SNR + 1)
 
@@ -103,7 +113,7 @@ def test_min_snr_plus_one_keeps_the_v_loss_at_noisy_timesteps_and_clips_clean_on
 ])
 def test_min_snr_plus_one_needs_v_prediction_and_a_gamma(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        DiffusionLoss(DDPMScheduler(), snr_plus_one=True, **kwargs)
+        script.check_snr_gamma(snr_plus_one=True, **kwargs)
 
 
 def test_min_snr_epsilon_weights_stay_finite_at_zero_snr():
@@ -112,14 +122,9 @@ def test_min_snr_epsilon_weights_stay_finite_at_zero_snr():
     torch.testing.assert_close(weights, torch.tensor([5.0 / 999, 1.0, 1.0]))
 
 
-def test_diffusion_loss_rejects_a_non_positive_snr_gamma():
+def test_a_non_positive_snr_gamma_is_refused():
     with pytest.raises(ConfigError, match="snr_gamma"):
-        DiffusionLoss(DDPMScheduler(), "epsilon", snr_gamma=0.0)
-
-
-def test_diffusion_loss_rejects_unknown_prediction_types():
-    with pytest.raises(ConfigError, match="epsilon, sample, v_prediction"):
-        DiffusionLoss(DDPMScheduler(), "noise")
+        script.check_snr_gamma(0.0, "epsilon")
 
 
 def test_ema_matches_diffusers_ema_model(tmp_path):
@@ -160,16 +165,17 @@ def test_sharded_batches_are_disjoint_equal_and_reproducible():
     assert torch.equal(again.shard(2), ranks[1].shard(2))
     indices = ranks[1].indices(1, 2)
     batch = ranks[1].batch(1, 2)  # fetched directly, without going through the earlier batches
-    assert batch.dtype == torch.float32 and batch.shape == (1, 1, 2, 2)
-    torch.testing.assert_close(batch[:, 0, 0, 0], indices.float() / 127.5 - 1)
+    assert batch.dtype == torch.uint8 and batch.shape == (1, 1, 2, 2)
+    assert torch.equal(batch[:, 0, 0, 0], indices.to(torch.uint8))
 
 
-def test_sharded_batches_flip_with_the_generator():
-    images = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(8, 1, 1, 1)
-    batches = ShardedBatches(images, batch_size=8, flip=True)
-    first = batches.batch(0, 0, torch.Generator().manual_seed(1))
-    assert torch.equal(first, batches.batch(0, 0, torch.Generator().manual_seed(1)))
-    plain = images.float() / 127.5 - 1
+def test_model_input_is_scaled_to_minus_one_one_and_flipped_with_the_generator():
+    pixels = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(8, 1, 1, 1) * 17  # 0 ... 255
+    plain = script.to_model_input(pixels, False, torch.Generator().manual_seed(1), "cpu")
+    assert plain.dtype == torch.float32 and plain.min() == -1 and plain.max() == 1
+    torch.testing.assert_close(plain, pixels.float() / 127.5 - 1)
+    first = script.to_model_input(pixels, True, torch.Generator().manual_seed(1), "cpu")
+    assert torch.equal(first, script.to_model_input(pixels, True, torch.Generator().manual_seed(1), "cpu"))
     flipped = [torch.equal(x, plain[0].flip(-1)) for x in first]
     assert all(flipped[i] or torch.equal(first[i], plain[0]) for i in range(8)) and 0 < sum(flipped) < 8
 
@@ -279,3 +285,26 @@ def test_save_pipeline_atomically_replaces_the_previous_pipeline(tmp_path):
     assert torch.equal(loaded.unet.conv_in.weight, unet.conv_in.weight)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_index.json", "scheduler", "unet"]
     assert list((tmp_path / "unet").glob("*.safetensors"))
+
+
+def test_copy_unet_is_a_fresh_float32_eval_copy_with_the_given_weights():
+    torch.manual_seed(0)
+    unet = build_unet(unet_config("micro"), 28, 1).train()
+    copy = copy_unet(unet)
+    assert copy is not unet and not copy.training and weights_digest(copy) == weights_digest(unet)
+    with torch.no_grad():
+        unet.conv_in.weight.add_(1)  # the copy does not follow later changes
+    assert weights_digest(copy) != weights_digest(unet)
+    other = copy_unet(unet, copy.state_dict())  # the config of one model, the weights of another
+    assert weights_digest(other) == weights_digest(copy)
+
+
+def test_training_clock_leaves_out_the_paused_time(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("utils.training.time.perf_counter", lambda: now[0])
+    clock = TrainingClock(seconds_before=5.0)  # a resumed run continues its count
+    now[0] += 2
+    with clock.paused():
+        now[0] += 30  # a checkpoint
+    now[0] += 1
+    assert clock.seconds() == 8.0

@@ -2,8 +2,9 @@
 """Train an unconditional image diffusion model (DDPM) with 🤗 Accelerate.
 
 The command-line names follow Diffusers' examples/unconditional_image_generation/train_unconditional.py.
-Read from top to bottom: arguments, checks that fail fast, data, model, the training loop, and the
-final save (pipeline, samples, recipe.json, model card). Examples (unit1/TRAINING.md has more):
+Read from the top: the training step (how a batch of clean images becomes a loss, as in notebooks 01 and 02),
+``train()`` and its phases (set-up, resume, the loop, finish), then the bookkeeping, the arguments and their
+checks. Examples (unit1/TRAINING.md has more):
 
     python unit1/train_unconditional.py --resolution 32 --model_size tiny --num_epochs 5   # CPU or one GPU
     accelerate launch --multi_gpu --num_processes 2 unit1/train_unconditional.py --mixed_precision fp16
@@ -17,49 +18,52 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import os
 import shlex
 import shutil
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 if __package__ in (None, ""):  # run as a script: make the course's utils importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.data import BUTTERFLIES, DataError, find_images, is_fallback, load_image_dataset, preprocess_image
+from utils import metrics
+from utils.checkpoints import (
+    list_checkpoints,
+    read_training_state,
+    remove_unfinished,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_pipeline_atomically,
+)
+from utils.data import BUTTERFLIES, DataError, decode_images, find_images, is_fallback, load_image_dataset
 from utils.environment import cuda_usable, describe_device, is_online, library_versions
 from utils.hub import is_logged_in, push_folder, write_model_card
+from utils.recipe import write_recipe
 from utils.sampling import SAMPLERS, generate, make_scheduler
 from utils.training import (
     EMA,
     MODEL_SIZES,
     PREDICTION_TYPES,
     ConfigError,
-    DiffusionLoss,
     ShardedBatches,
+    TrainingClock,
     build_unet,
     check_resolution,
-    check_snr_gamma,
+    copy_unet,
     count_parameters,
-    finish_checkpoint,
-    list_checkpoints,
     make_optimizer,
     memory_format_for,
-    remove_unfinished,
-    resolve_checkpoint,
-    save_pipeline_atomically,
     seed_for,
-    temporary_name,
     unet_config,
+    weights_digest,
 )
 from utils.viz import make_grid
 
@@ -70,8 +74,440 @@ class UploadError(RuntimeError):
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 GUIDE_FILE = "guide.safetensors"  # a checkpoint's copy of the autoguidance guide, once --guide_step has passed
+
+
+# ---------------------------------------------------------------- the training step
+def to_model_input(pixels: torch.Tensor, random_flip: bool, generator: torch.Generator, device,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """A batch of uint8 pixels (B, C, H, W) -> clean images in [-1, 1] on ``device``, as notebook 01 scales them
+    (pixel / 127.5 - 1); with ``random_flip`` each image is mirrored left-right with probability 1/2."""
+    if random_flip:
+        mirror = torch.rand(len(pixels), generator=generator) < 0.5
+        pixels = torch.where(mirror.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
+    clean_images = pixels.to(device, non_blocking=True).float() / 127.5 - 1
+    return clean_images.contiguous(memory_format=memory_format)
+
+
+def diffusion_loss(model, noise_scheduler, clean_images: torch.Tensor, generator: torch.Generator,
+                   snr_weights: torch.Tensor | None = None,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """The DDPM training objective, written as notebooks 01 and 02 teach it.
+
+    Each image gets a random timestep t and Gaussian noise ε; ``add_noise`` makes x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε.
+    The model sees (x_t, t) and is trained to predict, by mean squared error, the target of
+    ``noise_scheduler.config.prediction_type``: ε ("epsilon"), x_0 ("sample") or v = √ᾱ_t ε - √(1-ᾱ_t) x_0
+    ("v_prediction", ``get_velocity``). With ``snr_weights`` (one weight per timestep, see min_snr_weights) each
+    image's error is weighted by the weight of its timestep.
+    """
+    num_timesteps = noise_scheduler.config.num_train_timesteps
+    device = clean_images.device
+    timesteps = torch.randint(0, num_timesteps, (clean_images.shape[0],), device=device, generator=generator)
+    noise = torch.randn(clean_images.shape, device=device, generator=generator)
+    noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(clean_images, noise, timesteps)
+    else:  # "sample": the clean image itself
+        target = clean_images
+    prediction = model(noisy_images.contiguous(memory_format=memory_format), timesteps).sample
+    if snr_weights is None:
+        return F.mse_loss(prediction.float(), target.float())
+    per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (snr_weights[timesteps] * per_image).mean()
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, prediction_type: str, gamma: float,
+                    plus_one: bool = False) -> torch.Tensor:
+    """Per-timestep loss weights of Min-SNR-γ (Hang et al., 2023), one per entry of ``alphas_cumprod``.
+
+    Each timestep's error is weighted as if the loss were on the clean image with weight min(SNR, γ), where
+    SNR = ᾱ / (1 - ᾱ): for ε-prediction that is min(SNR, γ) / SNR, for v-prediction min(SNR, γ) / (SNR + 1).
+    Nearly clean timesteps then stop dominating the gradient, which speeds up training.
+
+    For v-prediction that formula also turns the noisiest timesteps down towards 0, where plain v-prediction
+    weighs them fully. ``plus_one`` (v-prediction only) uses min(SNR + 1, γ) / (SNR + 1) instead, the form of
+    diffusers PR #5238: the plain v-loss, clipped only where the image is nearly clean, as Min-SNR-γ does for ε.
+    check_snr_gamma says which combinations are valid.
+    """
+    alphas_cumprod = alphas_cumprod.double()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    if plus_one:
+        return ((snr + 1).clamp(max=gamma) / (snr + 1)).float()
+    clipped = snr.clamp(max=gamma)
+    weights = {"epsilon": (gamma / snr).clamp(max=1), "sample": clipped,  # min(SNR, γ) / SNR, also at SNR 0
+               "v_prediction": clipped / (snr + 1)}[prediction_type]
+    return weights.float()
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class Run:
+    """What a training run holds besides its settings: built by set_up, advanced by the loop, saved in checkpoints."""
+
+    accelerator: object
+    model: torch.nn.Module  # as prepared by Accelerate (wrapped for several processes, compiled, autocast)
+    unwrapped: torch.nn.Module  # the plain UNet2DModel under those wrappers
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    noise_scheduler: object
+    ema: EMA | None
+    batches: ShardedBatches
+    images: torch.Tensor  # every training image, uint8 (N, C, H, W)
+    data_info: dict
+    snr_weights: torch.Tensor | None
+    memory_format: torch.memory_format
+    max_steps: int
+    output_dir: Path
+    resume_path: Path | None
+    command: str
+    step: int = 0  # optimizer steps taken
+    micro: int = 0  # micro-batches taken (step * gradient_accumulation_steps)
+    images_seen: int = 0
+    train_seconds: float = 0.0
+    loss: float | None = None
+    guide: torch.nn.Module | None = None  # autoguidance: a frozen copy of the weights at --guide_step
+    first_batch: list[int] | None = None  # image indices of this process's first batch (the replica report)
+    epochs_done: int = 0
+
+
+def train(args, argv=()) -> dict:
+    """Train as ``args`` say; returns the recipe (on the main process; {} on the others)."""
+    run = set_up(args, argv)
+    resume(run, args)
+    training_loop(run, args)
+    return finish(run, args)
+
+
+def training_loop(run: Run, args, num_steps: int | None = None) -> None:
+    """Train up to --max_train_steps (or ``num_steps`` more optimizer steps: the throughput benchmark times that).
+
+    The position in the data, the noise and the flips are functions of (seed, micro-batch, rank), so a resumed
+    run continues exactly where its checkpoint was taken, without replaying batches.
+    """
+    from tqdm.auto import tqdm
+
+    accelerator, model, optimizer, lr_scheduler, ema = run.accelerator, run.model, run.optimizer, run.lr_scheduler, run.ema
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    accumulation = args.gradient_accumulation_steps
+    stop = run.max_steps if num_steps is None else min(run.max_steps, run.step + num_steps)
+    if run.first_batch is None:
+        run.first_batch = run.batches.indices(*divmod(run.micro, len(run.batches))).tolist()
+    run.epochs_done = run.micro // len(run.batches)
+    data_generator, noise_generator = torch.Generator(), torch.Generator(device=device)
+    loss_sum, loss_count = torch.zeros((), device=device), 0
+    clock = TrainingClock(run.train_seconds)
+    progress = tqdm(total=run.max_steps, initial=run.step, desc="training", disable=not accelerator.is_local_main_process)
+    model.train()
+    while run.step < stop:
+        epoch, index = divmod(run.micro, len(run.batches))
+        data_generator.manual_seed(seed_for(args.seed, run.micro, rank, 0))
+        noise_generator.manual_seed(seed_for(args.seed, run.micro, rank, 1))
+        clean_images = to_model_input(run.batches.batch(epoch, index), args.random_flip, data_generator, device,
+                                      run.memory_format)
+        update = (run.micro + 1) % accumulation == 0  # the last micro-batch of this optimizer step
+        with contextlib.nullcontext() if update else accelerator.no_sync(model):  # gradients are averaged then
+            loss = diffusion_loss(model, run.noise_scheduler, clean_images, noise_generator, run.snr_weights,
+                                  run.memory_format)
+            accelerator.backward(loss / accumulation)
+        loss_sum += loss.detach()  # added up on the device: no waiting for the GPU at every step
+        loss_count += 1
+        run.images_seen += len(clean_images) * world
+        run.micro += 1
+        if not update:
+            continue
+
+        if args.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        if not accelerator.optimizer_step_was_skipped:  # fp16 skips a step whose gradients overflowed
+            lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(run.unwrapped)
+        run.step += 1
+        if run.step == args.guide_step:  # autoguidance: this earlier, weaker model becomes the guide
+            run.guide = published_unet(run)
+        progress.update()
+        if run.step % args.logging_steps == 0 or run.step == run.max_steps:
+            log_loss(run, loss_sum / loss_count, progress)
+            loss_sum.zero_()
+            loss_count = 0
+        run.train_seconds = clock.seconds()
+        with clock.paused():  # checkpoints and previews do not count as training time
+            save_along_the_way(run, args)
+    progress.close()
+
+
+def set_up(args, argv=()) -> Run:
+    """Check the settings, then build the accelerator, the data, the model, the optimizer and the schedules."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+
+    check_args(args)
+    config = unet_config(args.model_size, args.model_config_name_or_path)
+    check_resolution(args.resolution, config)
+    output_dir = Path(args.output_dir)
+    resume_path = checkpoint_to_resume(args)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        dynamo_backend="inductor" if args.torch_compile else "no",  # torch.compile inside prepare()
+        cpu=args.cpu or not (cuda_usable() or torch.backends.mps.is_available()),
+        log_with=None if args.logger == "none" else args.logger,
+        project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                            logging_dir=str(output_dir / args.logging_dir)))
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_unfinished(output_dir)
+        if resume_path is None and args.overwrite_output_dir:
+            for old in list_checkpoints(output_dir):
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+    # Data: decoded once, then every process reads its own shard straight from memory.
+    with accelerator.main_process_first():  # one process downloads, the others read its cache
+        images, data_info = load_images(args, verbose=accelerator.is_local_main_process)
+    batches = ShardedBatches(images, args.train_batch_size, seed=args.seed, rank=accelerator.process_index,
+                             world_size=accelerator.num_processes)
+    accumulation = args.gradient_accumulation_steps
+    max_steps = args.max_train_steps or (args.num_epochs * len(batches)) // accumulation
+    if max_steps < 1:
+        raise ConfigError(f"One epoch has {len(batches)} batch(es) per process, fewer than "
+                          f"--gradient_accumulation_steps {accumulation}: train longer or accumulate less.")
+    if args.guide_step is not None and args.guide_step >= max_steps:
+        raise ConfigError(f"--guide_step {args.guide_step} must come before the last of the {max_steps} optimizer "
+                          "steps: the guide is an earlier, weaker state of the model.")
+
+    # Model, noise schedule, loss weights, EMA, optimizer and learning-rate schedule.
+    set_seed(args.seed)
+    unet = build_unet(config, args.resolution, data_info["channels"])
+    memory_format = memory_format_for(accelerator.device, args.channels_last)
+    unet = unet.to(accelerator.device, memory_format=memory_format)
+    noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
+                                    prediction_type=args.prediction_type)
+    snr_weights = None if args.snr_gamma is None else min_snr_weights(
+        noise_scheduler.alphas_cumprod, args.prediction_type, args.snr_gamma, args.snr_plus_one).to(accelerator.device)
+    ema = EMA(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power, args.ema_min_decay) if args.use_ema else None
+    optimizer = make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
+                               args.adam_weight_decay, args.adam_epsilon, accelerator.device)
+    # Not passed to accelerator.prepare, which would step it once per process: it steps once per update.
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                                 num_training_steps=max_steps)
+    model, optimizer = accelerator.prepare(unet, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the plain module under torch.compile
+
+    if accelerator.is_main_process:
+        settings = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in recorded_args(args).items()}
+        accelerator.init_trackers("train_unconditional", config=settings)
+        print(f"{count_parameters(unet) / 1e6:.2f} M parameters | {accelerator.num_processes} process(es) on "
+              f"{accelerator.device} | {len(batches)} batch(es) of {args.train_batch_size} per process and epoch | "
+              f"{max_steps} optimizer steps")
+    return Run(accelerator=accelerator, model=model, unwrapped=unwrapped, optimizer=optimizer,
+               lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler, ema=ema, batches=batches, images=images,
+               data_info=data_info, snr_weights=snr_weights, memory_format=memory_format, max_steps=max_steps,
+               output_dir=output_dir, resume_path=resume_path, command=launch_command(argv))
+
+
+def resume(run: Run, args) -> None:
+    """Continue from --resume_from_checkpoint: weights, optimizer, RNG states, EMA, guide and the data position."""
+    main_process = run.accelerator.is_main_process
+    if run.resume_path is None:
+        if args.resume_from_checkpoint == "latest" and main_process:
+            print(f"No checkpoint in {str(run.output_dir)!r} yet: starting a new run.")
+        return
+    path = run.resume_path
+    run.accelerator.load_state(str(path))
+    saved = read_training_state(path)
+    run.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    if run.ema is not None:
+        run.ema.load(path / "ema.safetensors")
+    if (path / GUIDE_FILE).exists():
+        run.guide = copy_unet(run.unwrapped, load_file(str(path / GUIDE_FILE), device=str(run.accelerator.device)))
+    elif args.guide_step is not None and args.guide_step <= saved["step"]:
+        raise ConfigError(f"{path} comes after --guide_step {args.guide_step} but holds no guide: resume from an "
+                          "earlier checkpoint or start a new run.")
+    changed = [k for k, v in checkpoint_settings(run, args).items() if saved.get(k) != v]
+    if changed and main_process:
+        print(f"Warning: {', '.join(changed)} differ from the checkpoint; the run continues but will not match an "
+              "uninterrupted one.")
+    run.step, run.images_seen, run.train_seconds, run.loss = (saved["step"], saved["images_seen"],
+                                                              saved["train_seconds"], saved["loss"])
+    run.micro = run.step * args.gradient_accumulation_steps
+    if main_process:
+        print(f"Resumed from {path} at step {run.step}.")
+
+
+def finish(run: Run, args) -> dict:
+    """Check the replicas, then save the pipeline, the final samples, recipe.json and the card; evaluate; upload."""
+    accelerator, output_dir = run.accelerator, run.output_dir
+    processes = check_replicas(run)
+    recipe, upload_failed = {}, False
+    if accelerator.is_main_process:
+        pipeline = published_pipeline(run)
+        save_pipeline_atomically(pipeline, output_dir, run.guide)
+        save_preview(pipeline.unet, run, args, output_dir / "samples" / "final.png", run.guide)
+        recipe = build_recipe(run, args, pipeline.unet, processes)
+        repo_id = args.hub_model_id or output_dir.resolve().name
+        write_recipe_and_card(output_dir, recipe, repo_id)
+        if args.eval_num_samples > 0:  # only once the model and its recipe are safe on disk
+            recipe["metrics"] = evaluate(pipeline, run.images, args, run.guide)
+            write_recipe_and_card(output_dir, recipe, repo_id)
+        print(f"Saved the pipeline, samples/final.png and recipe.json in {output_dir} "
+              f"({run.step} steps, {recipe['train_minutes']:.1f} min, final loss {run.loss:.4f}).")
+        if args.push_to_hub:
+            upload_failed = push_folder(output_dir, repo_id, private=args.hub_private_repo,
+                                        ignore_patterns=["checkpoint-*", ".*", f"{args.logging_dir}/*"]) is None
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Left to the garbage collector, a gloo process group can hang at exit once the other process is gone.
+        torch.distributed.destroy_process_group()
+    if upload_failed:
+        raise UploadError(f"--push_to_hub: the upload failed (see above). The trained pipeline is saved in "
+                          f"{output_dir}; upload it later with: hf upload {args.hub_model_id or output_dir.resolve().name} "
+                          f"{output_dir}")
+    return recipe
+
+
+# ---------------------------------------------------------------- bookkeeping of the loop
+def published_unet(run: Run):
+    """A fresh float32 copy of the weights to publish: the EMA weights when --use_ema is on."""
+    return copy_unet(run.ema.model if run.ema is not None else run.unwrapped)
+
+
+def published_pipeline(run: Run):
+    from diffusers import DDPMPipeline
+
+    return DDPMPipeline(unet=published_unet(run), scheduler=run.noise_scheduler)
+
+
+def log_loss(run: Run, mean_loss: torch.Tensor, progress) -> None:
+    """Average the loss over the processes (the loop's only host sync) and log it with the learning rate."""
+    run.loss = run.accelerator.reduce(mean_loss, "mean").item()
+    logs = {"loss": run.loss, "lr": run.lr_scheduler.get_last_lr()[0], "epoch": run.micro / len(run.batches)}
+    if run.ema is not None:
+        logs["ema_decay"] = run.ema.decay()
+    progress.set_postfix(loss=f"{run.loss:.4f}", lr=f"{logs['lr']:.2e}")
+    run.accelerator.log(logs, step=run.step)
+
+
+def save_along_the_way(run: Run, args) -> None:
+    """A checkpoint every --checkpointing_steps; a preview grid and the pipeline every few finished epochs."""
+    if args.checkpointing_steps and run.step % args.checkpointing_steps == 0:
+        save_checkpoint_of(run, args)
+    epochs_done = run.micro // len(run.batches)
+    if epochs_done > run.epochs_done and run.step < run.max_steps:
+        run.epochs_done = epochs_done
+        main_process = run.accelerator.is_main_process
+        if main_process and epochs_done % args.save_images_epochs == 0:
+            save_preview(run.ema.model if run.ema is not None else run.unwrapped, run, args,
+                         run.output_dir / "samples" / f"epoch_{epochs_done:04d}.png")
+        if main_process and epochs_done % args.save_model_epochs == 0:
+            save_pipeline_atomically(published_pipeline(run), run.output_dir, run.guide)
+        run.accelerator.wait_for_everyone()
+
+
+def checkpoint_settings(run: Run, args) -> dict:
+    """The settings a checkpoint must share with the run that resumes it, for the batches to line up."""
+    return {"world_size": run.accelerator.num_processes, "train_batch_size": args.train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed}
+
+
+def save_checkpoint_of(run: Run, args) -> None:
+    record = {"step": run.step, "images_seen": run.images_seen, "train_seconds": run.train_seconds, "loss": run.loss,
+              "lr_scheduler": run.lr_scheduler.state_dict(), **checkpoint_settings(run, args)}
+
+    def write_extras(folder: Path) -> None:
+        if run.ema is not None:
+            run.ema.save(folder / "ema.safetensors")
+        if run.guide is not None:
+            save_file(run.guide.state_dict(), str(folder / GUIDE_FILE))
+
+    save_checkpoint(run.accelerator, run.output_dir, run.step, record, write_extras, args.checkpoints_total_limit)
+
+
+def save_preview(unet, run: Run, args, path: Path, guide=None) -> None:
+    """Sample a grid with the run's sampler (autoguided when a guide is given); write it as PNG and to the tracker."""
+    was_training = unet.training
+    unet.eval()
+    images = generate(unet, make_scheduler(args.sampler, run.noise_scheduler), args.eval_batch_size,
+                      args.num_inference_steps, generator=torch.Generator().manual_seed(args.seed),
+                      batch_size=args.eval_batch_size, guide=guide,
+                      guidance_scale=args.guidance_scale if guide is not None else 1.0)
+    unet.train(was_training)
+    grid = make_grid(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    for tracker in run.accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, run.step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"samples": [grid]}, run.step)
+
+
+def check_replicas(run: Run) -> list[dict]:
+    """Every process reports its first batch and a digest of its weights; the replicas must have ended identical."""
+    from accelerate.utils import gather_object
+
+    processes = gather_object([{"rank": run.accelerator.process_index, "first_batch": run.first_batch,
+                                "weights_sha256": weights_digest(run.unwrapped)}])
+    if len({p["weights_sha256"] for p in processes}) != 1:
+        raise RuntimeError("The processes ended with different weights: distributed training is broken.")
+    return processes
+
+
+def recorded_args(args) -> dict:
+    """The command-line settings as recipe.json and the tracker record them (never the refused --hub_token)."""
+    return {k: v for k, v in vars(args).items() if k != "hub_token"}
+
+
+def build_recipe(run: Run, args, unet, processes: list[dict]) -> dict:
+    """recipe.json's content (the fields of utils/recipe.py plus every setting)."""
+    info, world = run.data_info, run.accelerator.num_processes
+    return {
+        "command": run.command, **recorded_args(args), "dataset": info["dataset"], "dataset_fallback": info["fallback"],
+        "num_train_images": info["num_train_images"], "skipped_images": info["skipped_images"],
+        "channels": info["channels"], "model_size": "custom" if args.model_config_name_or_path else args.model_size,
+        "model_config": {k: v for k, v in unet.config.items() if not k.startswith("_")},
+        "num_parameters": count_parameters(unet),
+        "effective_batch_size": args.train_batch_size * args.gradient_accumulation_steps * world,
+        "device": describe_device(run.accelerator.device), "num_processes": world,
+        "train_minutes": round(run.train_seconds / 60, 3), "images_seen": run.images_seen,
+        "optimizer_steps": run.step, "epochs": round(run.micro / len(run.batches), 3), "final_loss": run.loss,
+        "versions": library_versions(), "processes": processes, "metrics": {},
+    }
+
+
+def write_recipe_and_card(output_dir: Path, recipe: dict, repo_id: str) -> None:
+    """recipe.json and the model card (README.md) that carries it and the metrics."""
+    write_recipe(output_dir, recipe)
+    write_model_card(output_dir, recipe, recipe["metrics"], repo_id=repo_id, sample_image="samples/final.png")
+
+
+def evaluate(pipeline, images: torch.Tensor, args, guide=None) -> dict[str, float]:
+    """utils.metrics.evaluate_pipeline; RGB models are compared with (up to 5 000) training images."""
+    kwargs = dict(num_samples=args.eval_num_samples, batch_size=args.eval_batch_size, sampler=args.sampler,
+                  num_inference_steps=args.num_inference_steps, seed=args.seed, guide=guide,
+                  guidance_scale=args.guidance_scale)
+    if images.shape[1] == 3:
+        kwargs["reference"] = images[:5000].float() / 127.5 - 1
+    return metrics.evaluate_pipeline(pipeline, **kwargs)
+
+
+def launch_command(argv) -> str:
+    """The command line that started this run, with the launcher when there are several processes."""
+    command = shlex.join([os.path.relpath(__file__), *argv])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        launcher = ("accelerate launch --num_processes" if any(k.startswith("ACCELERATE_") for k in os.environ)
+                    else "torchrun --nproc_per_node")
+        return f"{launcher} {world} {command}"
+    return f"python {command}"
 
 
 # ---------------------------------------------------------------- arguments
@@ -89,11 +525,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--resolution", type=int, default=64, help="Images are resized to resolution x resolution.")
     data.add_argument("--channels", type=int, choices=(1, 3), help="1 for grayscale, 3 for RGB; default: 1 when "
                       "every image is grayscale, else 3.")
-    data.add_argument("--center_crop", action="store_true", help="Crop to a centred square before resizing "
-                      "(default: squash the whole image).")
+    data.add_argument("--crop_to_square", action="store_true", help="Crop a centred square before resizing "
+                      "(default: squash the whole image to a square). Not the Diffusers example's --center_crop, "
+                      "whose default is a random crop: here images are decoded once, before training.")
     data.add_argument("--random_flip", action="store_true", help="Mirror training images horizontally at random.")
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Threads that decode and resize the "
-                      "images once before training (batches then come straight from memory).")
+    data.add_argument("--decode_threads", type=int, default=1, help="Threads that decode and resize the images "
+                      "once before training (batches then come straight from memory, with no DataLoader workers).")
 
     model = p.add_argument_group("model and noise schedule")
     model.add_argument("--model_size", default="small", choices=tuple(MODEL_SIZES), help="Named UNet2DModel size: "
@@ -157,7 +594,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--eval_batch_size", type=int, default=16, help="Images per preview grid and per "
                      "sampling batch.")
     out.add_argument("--sampler", default="dpm++", choices=SAMPLERS, help="Sampler for previews and metrics.")
-    out.add_argument("--num_inference_steps", "--ddpm_num_inference_steps", type=int, default=25,
+    out.add_argument("--num_inference_steps", type=int, default=25,
                      help="Sampling steps for previews and metrics.")
     out.add_argument("--guide_step", type=int, help="Autoguidance: keep the weights (EMA when on) of this optimizer "
                      "step as a weak guide model, saved as guide_unet/ beside the pipeline. Costs no training time.")
@@ -175,14 +612,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
     hub.add_argument("--hub_token", help="Refused: a token on the command line ends up in shell histories and "
                      "logs. Run `hf auth login` instead.")
-    p.add_argument("--local_rank", type=int, default=-1, help="Set by old launchers; ignored.")
     return p.parse_args(argv)
 
 
 def check_args(args) -> None:
     """Fail fast, before any data is loaded, on settings that cannot work."""
     positive = ("resolution", "train_batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps",
-                "ddpm_num_steps", "num_inference_steps", "save_images_epochs", "save_model_epochs", "logging_steps")
+                "ddpm_num_steps", "num_inference_steps", "save_images_epochs", "save_model_epochs", "logging_steps",
+                "decode_threads")
     for name in positive:
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
@@ -197,15 +634,9 @@ def check_args(args) -> None:
     if args.guidance_scale != 1 and args.guide_step is None:
         raise ConfigError(f"--guidance_scale {args.guidance_scale:g} needs a guide: add --guide_step N, e.g. a "
                           "fifth of the training steps.")
-    if args.eval_num_samples:
-        try:
-            from utils import metrics
-        except ImportError as exc:
-            raise ConfigError(f"--eval_num_samples needs utils/metrics.py, which cannot be imported ({exc}).") from exc
-        minimum = getattr(metrics, "MIN_SAMPLES", 1)
-        if args.eval_num_samples < minimum:
-            raise ConfigError(f"--eval_num_samples must be 0 (no evaluation) or at least {minimum}, got "
-                              f"{args.eval_num_samples}. Use about 1000 for numbers you compare.")
+    if args.eval_num_samples and args.eval_num_samples < metrics.MIN_SAMPLES:
+        raise ConfigError(f"--eval_num_samples must be 0 (no evaluation) or at least {metrics.MIN_SAMPLES}, got "
+                          f"{args.eval_num_samples}. Use about 1000 for numbers you compare.")
     if args.hub_token is not None:
         raise ConfigError("--hub_token is not accepted: a token on the command line is stored in your shell "
                           "history and in logs. Run `hf auth login` once, then use --push_to_hub.")
@@ -225,24 +656,37 @@ def check_args(args) -> None:
         if not is_logged_in():
             raise ConfigError("--push_to_hub: you are not logged in to Hugging Face. Run `hf auth login` (or "
                               "huggingface_hub.login() in a notebook) and start again.")
+
+
+def checkpoint_to_resume(args) -> Path | None:
+    """The checkpoint that --resume_from_checkpoint names (None for a new run); refuses to mix two runs."""
     output_dir = Path(args.output_dir)
     if args.resume_from_checkpoint is not None:
-        args.resume_path = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-    else:
-        args.resume_path = None
-        if list_checkpoints(output_dir) and not args.overwrite_output_dir:
-            raise ConfigError(f"{str(output_dir)!r} already has checkpoints from an earlier run. Continue it with "
-                              "--resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes "
-                              "them), or choose another --output_dir.")
-    if args.train_data_dir:
-        find_images(args.train_data_dir)  # raises DataError for a missing or empty folder
+        return resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+    if list_checkpoints(output_dir) and not args.overwrite_output_dir:
+        raise ConfigError(f"{str(output_dir)!r} already has checkpoints from an earlier run. Continue it with "
+                          "--resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes "
+                          "them), or choose another --output_dir.")
+    return None
+
+
+def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", snr_plus_one: bool = False) -> None:
+    """Raise ConfigError unless ``snr_gamma`` is unset (no weighting) or positive, and ``snr_plus_one`` fits."""
+    if snr_gamma is not None and not snr_gamma > 0:
+        raise ConfigError(f"--snr_gamma must be positive (5 is the usual value), got {snr_gamma}; leave it out "
+                          "for the plain unweighted loss.")
+    if snr_plus_one and snr_gamma is None:
+        raise ConfigError("--snr_plus_one changes the Min-SNR-γ weighting: add --snr_gamma (e.g. 5) as well.")
+    if snr_plus_one and prediction_type != "v_prediction":
+        raise ConfigError(f"--snr_plus_one is for --prediction_type v_prediction only (got {prediction_type}): "
+                          "with other targets its weight would be unbounded at the noisiest timesteps.")
 
 
 # ---------------------------------------------------------------- data
 def load_images(args, verbose: bool) -> tuple[torch.Tensor, dict]:
     """Decode and resize every training image once -> uint8 tensor (N, C, R, R) and a description."""
     if args.train_data_dir:
-        paths, unreadable = find_images(args.train_data_dir)
+        paths, unreadable = find_images(args.train_data_dir)  # DataError for a missing or empty folder
         paths = paths[:args.max_train_samples]
         load, count = (lambda i: Image.open(paths[i])), len(paths)
         info = {"dataset": str(args.train_data_dir), "fallback": None}
@@ -253,326 +697,24 @@ def load_images(args, verbose: bool) -> tuple[torch.Tensor, dict]:
         unreadable = []
         load, count = (lambda i: dataset[i]["image"]), len(dataset)
         info = {"dataset": name, "fallback": dataset.info.description if is_fallback(dataset) else None}
-
-    def decode(index):
-        try:
-            image = load(index)
-            image.load()
-        except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
-            return None, f"image {index}: {exc}"
-        tensor = preprocess_image(image, args.resolution, args.channels or 3, args.center_crop)
-        return tensor.add_(1).mul_(127.5).round_().to(torch.uint8), image.mode in GRAYSCALE_MODES
-
-    with ThreadPoolExecutor(max(1, args.dataloader_num_workers)) as pool:
-        results = list(pool.map(decode, range(count)))
-    images = [tensor for tensor, _ in results if tensor is not None]
-    skipped = len(unreadable) + len(results) - len(images)
-    example = str(unreadable[0]) if unreadable else next((why for tensor, why in results if tensor is None), "")
-    if not images:
-        raise DataError(f"None of the {len(results) + len(unreadable)} images of {info['dataset']!r} could be read.")
-    images = torch.stack(images)
-    channels = args.channels or (1 if all(gray for tensor, gray in results if tensor is not None) else 3)
+    images, problems, grayscale = decode_images(load, count, args.resolution, args.channels or 3, args.crop_to_square,
+                                                args.decode_threads, skip_unreadable=True)
+    skipped = len(unreadable) + len(problems)
+    if not len(images):
+        raise DataError(f"None of the {count + len(unreadable)} images of {info['dataset']!r} could be read.")
+    channels = args.channels or (1 if grayscale else 3)
     images = images[:, :channels].contiguous()
     if verbose:
+        example = str(unreadable[0]) if unreadable else (problems[0] if problems else "")
         print(f"{len(images)} training images, {channels} channel(s), {args.resolution} px"
               + (f"; skipped {skipped} unreadable image(s), e.g. {example}" if skipped else ""))
     return images, {**info, "num_train_images": len(images), "skipped_images": skipped, "channels": channels}
 
 
-# ---------------------------------------------------------------- helpers of the loop
-def launch_command(argv: list[str]) -> str:
-    """The command line that started this run, with the launcher when there are several processes."""
-    command = shlex.join([os.path.relpath(__file__), *argv])
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        launcher = ("accelerate launch --num_processes" if any(k.startswith("ACCELERATE_") for k in os.environ)
-                    else "torchrun --nproc_per_node")
-        return f"{launcher} {world} {command}"
-    return f"python {command}"
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for tensor in model.state_dict().values():
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def save_preview(unet, noise_scheduler, args, path: Path, accelerator, step: int, guide=None) -> None:
-    """Sample a grid with the run's sampler (autoguided when a guide is given); write it as PNG and to the tracker."""
-    was_training = unet.training
-    unet.eval()
-    images = generate(unet, make_scheduler(args.sampler, noise_scheduler), args.eval_batch_size,
-                      args.num_inference_steps, generator=torch.Generator().manual_seed(args.seed),
-                      batch_size=args.eval_batch_size, guide=guide,
-                      guidance_scale=args.guidance_scale if guide is not None else 1.0)
-    unet.train(was_training)
-    grid = make_grid(images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, step, dataformats="NHWC")
-        elif tracker.name == "wandb":
-            tracker.log_images({"samples": [grid]}, step)
-
-
-def final_unet(model: torch.nn.Module, ema: EMA | None):
-    """A fresh float32 UNet with the weights to publish (EMA when on), free of training wrappers (autocast)."""
-    from diffusers import UNet2DModel
-
-    source = ema.model if ema is not None else model
-    unet = UNet2DModel.from_config(source.config).to(next(source.parameters()).device)
-    unet.load_state_dict(source.state_dict())
-    return unet.eval()
-
-
-def write_recipe(output_dir: Path, recipe: dict, repo_id: str) -> None:
-    """recipe.json and the model card (README.md) that carries it and the metrics."""
-    (output_dir / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False, default=str))
-    write_model_card(output_dir, recipe, recipe["metrics"], repo_id=repo_id, sample_image="samples/final.png")
-
-
-def evaluate(pipeline, images: torch.Tensor, args, guide=None) -> dict[str, float]:
-    """utils.metrics.evaluate_pipeline; RGB models are compared with (up to 5 000) training images."""
-    from utils.metrics import evaluate_pipeline
-
-    kwargs = dict(num_samples=args.eval_num_samples, batch_size=args.eval_batch_size, sampler=args.sampler,
-                  num_inference_steps=args.num_inference_steps, seed=args.seed, guide=guide,
-                  guidance_scale=args.guidance_scale)
-    if images.shape[1] == 3:
-        kwargs["reference"] = images[:5000].float() / 127.5 - 1
-    return evaluate_pipeline(pipeline, **kwargs)
-
-
-# ---------------------------------------------------------------- training
-def train(args) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, gather_object, set_seed
-    from diffusers import DDPMPipeline, DDPMScheduler
-    from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
-
-    check_args(args)
-    config = unet_config(args.model_size, args.model_config_name_or_path)
-    check_resolution(args.resolution, config)
-    output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        dynamo_backend="inductor" if args.torch_compile else "no",  # torch.compile inside prepare()
-        cpu=args.cpu or not (cuda_usable() or torch.backends.mps.is_available()),
-        log_with=None if args.logger == "none" else args.logger,
-        project_config=ProjectConfiguration(project_dir=str(output_dir),
-                                            logging_dir=str(output_dir / args.logging_dir)))
-    main_process = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        remove_unfinished(output_dir)
-        if args.resume_path is None and args.overwrite_output_dir:
-            for old in list_checkpoints(output_dir):
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-    # Data: decoded once, then every process reads its own shard straight from memory.
-    with accelerator.main_process_first():  # one process downloads, the others read its cache
-        images, data_info = load_images(args, verbose=accelerator.is_local_main_process)
-    batches = ShardedBatches(images, args.train_batch_size, seed=args.seed, rank=rank, world_size=world,
-                             flip=args.random_flip)
-    micro_per_epoch = len(batches)
-    ga = args.gradient_accumulation_steps
-    max_steps = args.max_train_steps or (args.num_epochs * micro_per_epoch) // ga
-    if max_steps < 1:
-        raise ConfigError(f"One epoch has {micro_per_epoch} batch(es) per process, fewer than "
-                          f"--gradient_accumulation_steps {ga}: train longer or accumulate less.")
-    if args.guide_step is not None and args.guide_step >= max_steps:
-        raise ConfigError(f"--guide_step {args.guide_step} must come before the last of the {max_steps} optimizer "
-                          "steps: the guide is an earlier, weaker state of the model.")
-
-    # Model, noise schedule, EMA, optimizer and learning-rate schedule.
-    set_seed(args.seed)
-    unet = build_unet(config, args.resolution, data_info["channels"])
-    memory_format = memory_format_for(accelerator.device, args.channels_last)
-    unet = unet.to(accelerator.device, memory_format=memory_format)
-    noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
-                                    prediction_type=args.prediction_type)
-    loss_fn = DiffusionLoss(noise_scheduler, args.prediction_type, accelerator.device, memory_format,
-                            args.snr_gamma, args.snr_plus_one)
-    ema = EMA(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power, args.ema_min_decay) if args.use_ema else None
-    optimizer = make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
-                               args.adam_weight_decay, args.adam_epsilon, accelerator.device)
-    # Not passed to accelerator.prepare, which would step it once per process: it steps once per update.
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
-                                 num_training_steps=max_steps)
-    model, optimizer = accelerator.prepare(unet, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the plain module under torch.compile
-
-    state = {"step": 0, "images_seen": 0, "train_seconds": 0.0, "loss": None}
-    guide = None  # the autoguidance guide: a frozen copy of the (EMA) weights at --guide_step
-    if args.resume_path is not None:
-        accelerator.load_state(str(args.resume_path))
-        saved = json.loads((args.resume_path / "training_state.json").read_text())
-        lr_scheduler.load_state_dict(saved.pop("lr_scheduler"))
-        if ema is not None:
-            ema.load(args.resume_path / "ema.safetensors")
-        if (args.resume_path / GUIDE_FILE).exists():
-            guide = final_unet(unwrapped, ema)
-            guide.load_state_dict(load_file(str(args.resume_path / GUIDE_FILE), device=str(accelerator.device)))
-        elif args.guide_step is not None and args.guide_step <= saved["step"]:
-            raise ConfigError(f"{args.resume_path} comes after --guide_step {args.guide_step} but holds no guide: "
-                              "resume from an earlier checkpoint or start a new run.")
-        expected = {"world_size": world, "train_batch_size": args.train_batch_size,
-                    "gradient_accumulation_steps": ga, "seed": args.seed}
-        changed = [k for k, v in expected.items() if saved.get(k) != v]
-        if changed and main_process:
-            print(f"Warning: {', '.join(changed)} differ from the checkpoint; the run continues but will not "
-                  "match an uninterrupted one.")
-        state.update({k: saved[k] for k in state})
-        if main_process:
-            print(f"Resumed from {args.resume_path} at step {state['step']}.")
-    elif args.resume_from_checkpoint == "latest" and main_process:
-        print(f"No checkpoint in {str(output_dir)!r} yet: starting a new run.")
-
-    def save_checkpoint(step: int) -> None:
-        final = output_dir / f"checkpoint-{step}"
-        tmp = temporary_name(final)
-        accelerator.save_state(str(tmp))  # model, optimizer, grad scaler, RNG states (every process)
-        if main_process:
-            if ema is not None:
-                ema.save(tmp / "ema.safetensors")
-            if guide is not None:
-                save_file(guide.state_dict(), str(tmp / GUIDE_FILE))
-            record = {**state, "lr_scheduler": lr_scheduler.state_dict(), "world_size": world,
-                      "train_batch_size": args.train_batch_size, "gradient_accumulation_steps": ga,
-                      "seed": args.seed}
-            (tmp / "training_state.json").write_text(json.dumps(record, indent=2))
-        accelerator.wait_for_everyone()
-        if main_process:
-            finish_checkpoint(tmp, final, args.checkpoints_total_limit)
-        accelerator.wait_for_everyone()
-
-    recipe_args = {k: v for k, v in vars(args).items() if k not in ("hub_token", "resume_path", "local_rank", "argv")}
-    if main_process:
-        accelerator.init_trackers("train_unconditional", config={k: v if isinstance(v, (int, float, str, bool))
-                                                                 else str(v) for k, v in recipe_args.items()})
-        print(f"{count_parameters(unet) / 1e6:.2f} M parameters | {world} process(es) on {accelerator.device} | "
-              f"{micro_per_epoch} batch(es) of {args.train_batch_size} per process and epoch | "
-              f"{max_steps} optimizer steps")
-
-    # The training loop. Position in the data, noise and flips are functions of (seed, micro-batch, rank),
-    # so a resumed run continues exactly where the checkpoint was taken, without replaying batches.
-    step, micro = state["step"], state["step"] * ga
-    first_batch = batches.indices(micro // micro_per_epoch, micro % micro_per_epoch).tolist()
-    data_generator = torch.Generator()
-    noise_generator = torch.Generator(device=accelerator.device)
-    loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
-    epochs_done = micro // micro_per_epoch
-    progress = tqdm(total=max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process)
-    start = time.perf_counter() - state["train_seconds"]
-    model.train()
-    while step < max_steps:
-        epoch, index = divmod(micro, micro_per_epoch)
-        data_generator.manual_seed(seed_for(args.seed, micro, rank, 0))
-        noise_generator.manual_seed(seed_for(args.seed, micro, rank, 1))
-        clean = batches.batch(epoch, index, data_generator, accelerator.device, memory_format)
-        update = (micro + 1) % ga == 0
-        with contextlib.nullcontext() if update else accelerator.no_sync(model):
-            loss = loss_fn(model, clean, noise_generator)
-            accelerator.backward(loss / ga)
-        loss_sum += loss.detach()
-        loss_count += 1
-        state["images_seen"] += len(clean) * world
-        micro += 1
-        if not update:
-            continue
-
-        if args.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        if not accelerator.optimizer_step_was_skipped:
-            lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(unwrapped)
-        step += 1
-        state["step"] = step
-        if step == args.guide_step:
-            guide = final_unet(unwrapped, ema)
-        progress.update()
-
-        if step % args.logging_steps == 0 or step == max_steps:  # the only host sync of the loop
-            state["loss"] = accelerator.reduce(loss_sum / loss_count, "mean").item()
-            loss_sum.zero_()
-            loss_count = 0
-            logs = {"loss": state["loss"], "lr": lr_scheduler.get_last_lr()[0], "epoch": micro / micro_per_epoch}
-            if ema is not None:
-                logs["ema_decay"] = ema.decay()
-            progress.set_postfix(loss=f"{state['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-            accelerator.log(logs, step=step)
-        state["train_seconds"] = time.perf_counter() - start
-        pause = time.perf_counter()  # checkpoints and previews do not count as training time
-        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-            save_checkpoint(step)
-        if micro // micro_per_epoch > epochs_done and step < max_steps:
-            epochs_done = micro // micro_per_epoch
-            if main_process and epochs_done % args.save_images_epochs == 0:
-                save_preview(ema.model if ema is not None else unwrapped, noise_scheduler,
-                             args, output_dir / "samples" / f"epoch_{epochs_done:04d}.png", accelerator, step)
-            if main_process and epochs_done % args.save_model_epochs == 0:
-                save_pipeline_atomically(DDPMPipeline(unet=final_unet(unwrapped, ema),
-                                                      scheduler=noise_scheduler), output_dir, guide)
-            accelerator.wait_for_everyone()
-        start += time.perf_counter() - pause
-    progress.close()
-
-    # Every process checks that the replicas ended identical and reports what it trained on.
-    processes = gather_object([{"rank": rank, "first_batch": first_batch,
-                                "weights_sha256": weights_digest(unwrapped)}])
-    if len({p["weights_sha256"] for p in processes}) != 1:
-        raise RuntimeError("The processes ended with different weights: distributed training is broken.")
-    recipe = {}
-    if main_process:
-        pipeline = DDPMPipeline(unet=final_unet(unwrapped, ema), scheduler=noise_scheduler)
-        save_pipeline_atomically(pipeline, output_dir, guide)
-        save_preview(pipeline.unet, noise_scheduler, args, output_dir / "samples" / "final.png", accelerator, step,
-                     guide)
-        recipe = {
-            "command": launch_command(args.argv), **recipe_args, "dataset": data_info["dataset"],
-            "dataset_fallback": data_info["fallback"], "num_train_images": data_info["num_train_images"],
-            "skipped_images": data_info["skipped_images"], "channels": data_info["channels"],
-            "model_size": "custom" if args.model_config_name_or_path else args.model_size,
-            "model_config": {k: v for k, v in pipeline.unet.config.items() if not k.startswith("_")},
-            "num_parameters": count_parameters(pipeline.unet), "effective_batch_size": args.train_batch_size * ga * world,
-            "device": describe_device(accelerator.device),
-            "num_processes": world, "train_minutes": round(state["train_seconds"] / 60, 3),
-            "images_seen": state["images_seen"], "optimizer_steps": step, "epochs": round(micro / micro_per_epoch, 3),
-            "final_loss": state["loss"], "versions": library_versions(), "processes": processes, "metrics": {},
-        }
-        repo_id = args.hub_model_id or output_dir.resolve().name
-        write_recipe(output_dir, recipe, repo_id)
-        if args.eval_num_samples > 0:  # only once the model and its recipe are safe on disk
-            recipe["metrics"] = evaluate(pipeline, images, args, guide)
-            write_recipe(output_dir, recipe, repo_id)
-        print(f"Saved the pipeline, samples/final.png and recipe.json in {output_dir} "
-              f"({step} steps, {recipe['train_minutes']:.1f} min, final loss {state['loss']:.4f}).")
-        if args.push_to_hub and push_folder(output_dir, repo_id, private=args.hub_private_repo,
-                                            ignore_patterns=["checkpoint-*", ".*", f"{args.logging_dir}/*"]) is None:
-            raise UploadError(f"--push_to_hub: the upload failed (see above). The trained pipeline is saved in "
-                              f"{output_dir}; upload it later with: hf upload {repo_id} {output_dir}")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # Left to the garbage collector, a gloo process group can hang at exit once the other process is gone.
-        torch.distributed.destroy_process_group()
-    return recipe
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        train(args)
+        train(args, sys.argv[1:] if argv is None else list(argv))
     except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

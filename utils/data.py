@@ -23,13 +23,11 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------- preprocessing
-def preprocess_image(image: Image.Image, size: int, channels: int = 3, center_crop: bool = False,
-                     flip: bool = False) -> torch.Tensor:
-    """PIL image (any mode/size) -> float tensor (channels, size, size) in [-1, 1].
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})  # PIL modes without colour
 
-    The image is resized to a square (squashing it), or first centre-cropped to a square when
-    ``center_crop`` is set; ``flip`` mirrors it horizontally.
-    """
+
+def _square_pixels(image: Image.Image, size: int, channels: int, center_crop: bool, flip: bool = False) -> np.ndarray:
+    """PIL image (any mode/size) -> uint8 array (size, size, channels): converted, squared, resized, mirrored."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
     image = image.convert("RGB" if channels == 3 else "L")
@@ -42,8 +40,18 @@ def preprocess_image(image: Image.Image, size: int, channels: int = 3, center_cr
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     if flip:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    array = np.asarray(image, dtype=np.float32).reshape(size, size, channels)
-    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+    return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
+
+
+def preprocess_image(image: Image.Image, size: int, channels: int = 3, center_crop: bool = False,
+                     flip: bool = False) -> torch.Tensor:
+    """PIL image (any mode/size) -> float tensor (channels, size, size) in [-1, 1].
+
+    The image is resized to a square (squashing it), or first centre-cropped to a square when
+    ``center_crop`` is set; ``flip`` mirrors it horizontally.
+    """
+    pixels = _square_pixels(image, size, channels, center_crop, flip)
+    return torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
@@ -57,17 +65,64 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
     return Image.fromarray(array[..., 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
 
 
+UNREADABLE = (OSError, ValueError, SyntaxError)  # what PIL raises for truncated or corrupt image data
+
+
+def decode_images(load, count: int, size: int, channels: int = 3, center_crop: bool = False, threads: int = 1,
+                  skip_unreadable: bool = False) -> tuple[torch.Tensor, list[str], bool]:
+    """Decode and resize ``count`` images once, straight into one uint8 tensor (count, channels, size, size).
+
+    ``load(i)`` returns image ``i`` as a PIL image. ``threads`` decode in parallel (PIL releases the GIL).
+    Returns (pixels, problems, grayscale): with ``skip_unreadable``, images that fail to decode are left out and
+    described in ``problems`` (else the error propagates); ``grayscale`` is True when every decoded image had a
+    mode without colour. No per-image list of tensors is kept: peak memory is the output plus one image per thread.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pixels = torch.empty((count, channels, size, size), dtype=torch.uint8)
+    array = pixels.numpy()
+
+    def decode(index: int):
+        try:
+            image = load(index)
+            image.load()
+            array[index] = _square_pixels(image, size, channels, center_crop).transpose(2, 0, 1)
+        except UNREADABLE as exc:
+            if not skip_unreadable:
+                raise
+            return f"image {index}: {exc}"
+        return image.mode in GRAYSCALE_MODES
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(decode, range(count)))
+    problems = [result for result in results if isinstance(result, str)]
+    if problems:  # move the good images together, in order, inside the same tensor
+        good = [i for i, result in enumerate(results) if not isinstance(result, str)]
+        for new, old in enumerate(good):
+            if new != old:
+                pixels[new] = pixels[old]
+        pixels = pixels[:len(good)]
+    grayscale = all(result is True for result in results if not isinstance(result, str))
+    return pixels, problems, grayscale
+
+
 def images_to_tensor(images, size: int, channels: int = 3, center_crop: bool = False,
                      progress: bool = False) -> torch.Tensor:
-    """Decode and resize every image once: an iterable of PIL images -> tensor (N, C, size, size)."""
+    """Decode and resize every image once: a sequence of PIL images -> float tensor (N, C, size, size) in [-1, 1]."""
+    images = list(images)
+    if not images:
+        raise DataError("There are no images to preprocess: the dataset is empty.")
     if progress:
         from tqdm.auto import tqdm
 
-        images = tqdm(images, desc="画像の前処理", total=len(images) if hasattr(images, "__len__") else None)
-    tensors = [preprocess_image(image, size, channels, center_crop) for image in images]
-    if not tensors:
-        raise DataError("There are no images to preprocess: the dataset is empty.")
-    return torch.stack(tensors)
+        bar = tqdm(total=len(images), desc="画像の前処理")
+        load = lambda i: (bar.update(), images[i])[1]  # noqa: E731
+    else:
+        load = images.__getitem__
+    pixels, _, _ = decode_images(load, len(images), size, channels, center_crop)
+    if progress:
+        bar.close()
+    return pixels.float() / 127.5 - 1.0
 
 
 def random_flip(batch: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:

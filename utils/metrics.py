@@ -1,7 +1,7 @@
 """Sample-quality metrics that work offline: FID and KID on the features of a feature network.
 
 * 1-channel images (MNIST-like digits, resized to 28 px) use a small digit classifier that ships with
-  the course (``utils/assets/digit_classifier.safetensors``, made by ``python -m utils.train_digit_classifier``).
+  the course (``utils/assets/digit_classifier.safetensors``, made by ``python -m tools.train_digit_classifier``).
   They are compared with the 1 000 held-out real test digits; the same score for as many real training
   digits is the floor (``fid_floor``): what a generator that reproduces the training data would get. The
   classifier also gives the mean confidence and the class coverage (normalised entropy of the predicted
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 DIGIT_WEIGHTS = Path(__file__).resolve().parent / "assets" / "digit_classifier.safetensors"
-DIGIT_TRAIN_COMMAND = "python -m utils.train_digit_classifier"
+DIGIT_TRAIN_COMMAND = "python -m tools.train_digit_classifier"
 DIGIT_SIZE = 28
 MIN_SAMPLES = 10
 KID_FULL_KERNEL_LIMIT = 10_000  # up to this many samples in all, KID holds the whole kernel matrices
@@ -51,9 +51,9 @@ def check_images(images, value_range: tuple[float, float] = (-1.0, 1.0), name: s
     if tuple(value_range) not in ((-1, 1), (0, 1)):
         raise MetricError(f"value_range must be (-1, 1) or (0, 1), got {value_range}.")
     if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):  # PIL images
-        from .data import images_to_tensor
+        from .data import GRAYSCALE_MODES, images_to_tensor
 
-        channels = 1 if all(im.mode in ("L", "1", "I", "F") for im in images) else 3
+        channels = 1 if all(im.mode in GRAYSCALE_MODES for im in images) else 3
         images, value_range = images_to_tensor(images, images[0].width, channels), (-1, 1)
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)

@@ -1,17 +1,19 @@
-"""Pieces of the training script that the throughput benchmark shares: model sizes, the loss, EMA, checkpoints."""
+"""Building blocks of unit1/train_unconditional.py: model sizes, the optimizer, the data order, EMA and timing.
+
+The training step itself (noise, target, loss) is written out in the script; checkpoints are in utils/checkpoints.py.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import json
-import os
-import re
-import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # Named UNet2DModel sizes. "small" is the course's 32 px butterfly model (notebook 01); "base" is the
 # default model of the Diffusers example script.
@@ -34,7 +36,6 @@ MODEL_SIZES = {
                  up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D")),
 }
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class ConfigError(ValueError):
@@ -61,12 +62,12 @@ def unet_config(model_size: str = "small", config_path: str | None = None) -> di
 
 
 def build_unet(config: dict, resolution: int, channels: int):
-    """A freshly initialised UNet2DModel for square images of ``resolution`` px with ``channels`` channels."""
+    """A freshly initialised UNet2DModel for square images of ``resolution`` px (see check_resolution) with ``channels``
+    channels."""
     from diffusers import UNet2DModel
 
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     config.update(sample_size=resolution, in_channels=channels, out_channels=channels)
-    check_resolution(resolution, config)
     return UNet2DModel(**config)
 
 
@@ -90,76 +91,7 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# ---------------------------------------------------------------- training step
-class DiffusionLoss:
-    """The DDPM training objective with the noise schedule kept on the device (no per-step copies)."""
-
-    def __init__(self, noise_scheduler, prediction_type: str = "epsilon", device=None,
-                 memory_format: torch.memory_format = torch.contiguous_format, snr_gamma: float | None = None,
-                 snr_plus_one: bool = False):
-        if prediction_type not in PREDICTION_TYPES:
-            raise ConfigError(f"Unknown prediction type {prediction_type!r}: choose one of "
-                              f"{', '.join(PREDICTION_TYPES)}.")
-        check_snr_gamma(snr_gamma, prediction_type, snr_plus_one)
-        alphas_cumprod = noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-        self.sqrt_alpha = alphas_cumprod.sqrt()
-        self.sqrt_one_minus_alpha = (1 - alphas_cumprod).sqrt()
-        self.num_timesteps = len(alphas_cumprod)
-        self.prediction_type = prediction_type
-        self.memory_format = memory_format
-        self.weights = (None if snr_gamma is None else
-                        min_snr_weights(alphas_cumprod, prediction_type, snr_gamma, snr_plus_one))
-
-    def __call__(self, model, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise ``clean`` at random timesteps, predict, and return the mean squared error."""
-        timesteps = torch.randint(0, self.num_timesteps, (clean.shape[0],), device=clean.device, generator=generator)
-        noise = torch.randn(clean.shape, device=clean.device, generator=generator)
-        a = self.sqrt_alpha[timesteps].view(-1, 1, 1, 1)
-        s = self.sqrt_one_minus_alpha[timesteps].view(-1, 1, 1, 1)
-        noisy = (a * clean + s * noise).contiguous(memory_format=self.memory_format)
-        target = {"epsilon": noise, "sample": clean, "v_prediction": a * noise - s * clean}[self.prediction_type]
-        prediction = model(noisy, timesteps).sample
-        if self.weights is None:
-            return F.mse_loss(prediction.float(), target.float())
-        per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
-        return (self.weights[timesteps] * per_sample).mean()
-
-
-def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", snr_plus_one: bool = False) -> None:
-    """Raise ConfigError unless ``snr_gamma`` is unset (no weighting) or positive, and ``snr_plus_one`` fits."""
-    if snr_gamma is not None and not snr_gamma > 0:
-        raise ConfigError(f"--snr_gamma must be positive (5 is the usual value), got {snr_gamma}; leave it out "
-                          "for the plain unweighted loss.")
-    if snr_plus_one and snr_gamma is None:
-        raise ConfigError("--snr_plus_one changes the Min-SNR-γ weighting: add --snr_gamma (e.g. 5) as well.")
-    if snr_plus_one and prediction_type != "v_prediction":
-        raise ConfigError(f"--snr_plus_one is for --prediction_type v_prediction only (got {prediction_type}): "
-                          "with other targets its weight would be unbounded at the noisiest timesteps.")
-
-
-def min_snr_weights(alphas_cumprod: torch.Tensor, prediction_type: str, gamma: float,
-                    plus_one: bool = False) -> torch.Tensor:
-    """Per-timestep loss weights of Min-SNR-γ (Hang et al., 2023), one per entry of ``alphas_cumprod``.
-
-    Each timestep's error is weighted as if the loss were on the clean image with weight min(SNR, γ), where
-    SNR = ᾱ / (1 - ᾱ): for ε-prediction that is min(SNR, γ) / SNR, for v-prediction min(SNR, γ) / (SNR + 1).
-    Nearly clean timesteps then stop dominating the gradient, which speeds up training.
-
-    For v-prediction that formula also turns the noisiest timesteps down towards 0, where plain v-prediction
-    weighs them fully. ``plus_one`` (v-prediction only) uses min(SNR + 1, γ) / (SNR + 1) instead, the form of
-    diffusers PR #5238: the plain v-loss, clipped only where the image is nearly clean, as Min-SNR-γ does for ε.
-    """
-    check_snr_gamma(gamma, prediction_type, plus_one)
-    alphas_cumprod = alphas_cumprod.double()
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    if plus_one:
-        return ((snr + 1).clamp(max=gamma) / (snr + 1)).float()
-    clipped = snr.clamp(max=gamma)
-    weights = {"epsilon": (gamma / snr).clamp(max=1), "sample": clipped,  # min(SNR, γ) / SNR, also at SNR 0
-               "v_prediction": clipped / (snr + 1)}[prediction_type]
-    return weights.float()
-
-
+# ---------------------------------------------------------------- training helpers
 def memory_format_for(device, channels_last: bool | None = None) -> torch.memory_format:
     """channels_last when asked, or by default on CUDA GPUs (it did not speed up training on a CPU here)."""
     if channels_last is None:
@@ -189,15 +121,14 @@ class ShardedBatches:
     directly, which is how a resumed run skips the batches it already consumed without loading them.
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 flip: bool = False):
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}.")
         self.per_rank = len(images) // world_size
         if self.per_rank == 0:
             raise ConfigError(f"{len(images)} images cannot be shared among {world_size} processes: use more "
                               "images or fewer processes.")
-        self.images, self.batch_size, self.seed, self.flip = images, batch_size, seed, flip
+        self.images, self.batch_size, self.seed = images, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self._epoch, self._batches = None, None
 
@@ -215,15 +146,9 @@ class ShardedBatches:
             self._epoch, self._batches = epoch, self.shard(epoch).split(self.batch_size)
         return self._batches[index]
 
-    def batch(self, epoch: int, index: int, generator: torch.Generator | None = None, device=None,
-              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-        """Batch ``index`` of ``epoch`` as floats in [-1, 1] on ``device``, mirrored at random if flip is on."""
-        batch = self.images[self.indices(epoch, index)]
-        if self.flip:
-            mask = torch.rand(len(batch), generator=generator) < 0.5
-            batch = torch.where(mask.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        batch = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
-        return batch.contiguous(memory_format=memory_format)
+    def batch(self, epoch: int, index: int) -> torch.Tensor:
+        """Batch ``index`` of ``epoch``: uint8 pixels (B, C, H, W) on the CPU."""
+        return self.images[self.indices(epoch, index)]
 
 
 # ---------------------------------------------------------------- EMA
@@ -267,107 +192,43 @@ class EMA:
             self.num_updates = int(file.metadata()["num_updates"])
 
 
-# ---------------------------------------------------------------- checkpoints
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Finished checkpoints ``output_dir/checkpoint-<step>``, oldest first."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
-    return [path for _, path in sorted(found)]
 
 
-def resolve_checkpoint(spec: str, output_dir: str | Path) -> Path | None:
-    """The checkpoint folder named by --resume_from_checkpoint: 'latest' (None if there is none yet) or a path."""
-    if spec == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
-    for candidate in (Path(spec), Path(output_dir) / spec):
-        if candidate.is_dir() and (candidate / "training_state.json").is_file():
-            return candidate
-    available = ", ".join(p.name for p in list_checkpoints(output_dir)) or "none"
-    raise ConfigError(f"Checkpoint {spec!r} does not exist (or is not a finished checkpoint). Checkpoints in "
-                      f"{str(output_dir)!r}: {available}. Pass one of them, 'latest', or leave the flag out.")
+# ---------------------------------------------------------------- model copies, timing, replica check
+def copy_unet(source: torch.nn.Module, state_dict: dict | None = None):
+    """A fresh float32 UNet2DModel with ``source``'s config and weights (or ``state_dict``), in eval mode.
 
-
-def temporary_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp")
-
-
-def _remove(path: Path) -> None:
-    shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def remove_unfinished(output_dir: str | Path) -> list[Path]:
-    """Clean up after a run killed while saving: delete half-written folders, restore moved-aside ones."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    stale = sorted(folder.glob(".checkpoint-*.tmp")) + sorted(folder.glob(".pipeline.tmp"))
-    for path in stale:
-        _remove(path)
-    for old in sorted(folder.glob(".*.old")):
-        final = folder / old.name[1:-len(".old")]
-        if final.exists():
-            _remove(old)
-            stale.append(old)
-        else:  # killed between moving the old copy aside and moving the new one in
-            os.replace(old, final)
-    return stale
-
-
-def _replace_folder(new: Path, final: Path) -> None:
-    """Move ``new`` to ``final``; an existing ``final`` is moved aside first and deleted last."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        _remove(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    if old.exists():
-        _remove(old)
-
-
-def finish_checkpoint(tmp: Path, final: Path, total_limit: int | None) -> list[Path]:
-    """Publish a fully written checkpoint by renaming it, then keep only the newest ``total_limit``.
-
-    The rename is atomic, so 'latest' never sees a half-written checkpoint. Old checkpoints are
-    removed only after the new one exists, so a kill in between never leaves fewer than the limit.
-    Returns the removed folders.
+    The copy is free of training wrappers (Accelerate's autocast, torch.compile): the one way the course rebuilds a
+    UNet from weights (the published model, the autoguidance guide, a guide from a checkpoint).
     """
-    for path in tmp.rglob("*"):  # flush to disk before the rename makes the checkpoint visible
-        if path.is_file():
-            with open(path, "rb+") as file:
-                os.fsync(file.fileno())
-    _replace_folder(tmp, final)
-    removed = []
-    if total_limit is not None:
-        existing = list_checkpoints(final.parent)
-        removed = existing[:max(0, len(existing) - total_limit)]
-        for path in removed:
-            shutil.rmtree(path)
-    return removed
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel.from_config(source.config).to(next(source.parameters()).device)
+    unet.load_state_dict(source.state_dict() if state_dict is None else state_dict)
+    return unet.eval()
 
 
-def save_pipeline_atomically(pipeline, output_dir: str | Path, guide=None) -> Path:
-    """save_pretrained (safetensors) into a temporary folder, then move each part into ``output_dir``.
+class TrainingClock:
+    """Seconds spent training, without the pauses (checkpoints, previews) spent inside ``paused()``."""
 
-    An interrupted save leaves the previous unet/ and scheduler/ folders whole. An autoguidance ``guide``
-    (a UNet) is saved as guide_unet/; without one, a guide_unet/ left by an earlier run is removed, so the
-    folder never pairs a model with a guide that is not its own.
-    """
-    from .sampling import GUIDE_FOLDER
+    def __init__(self, seconds_before: float = 0.0):
+        self._start = time.perf_counter() - seconds_before
 
-    output_dir = Path(output_dir)
-    tmp = output_dir / ".pipeline.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipeline.save_pretrained(tmp, safe_serialization=True)
-    if guide is not None:
-        guide.save_pretrained(tmp / GUIDE_FOLDER, safe_serialization=True)
-    elif (output_dir / GUIDE_FOLDER).exists():
-        shutil.rmtree(output_dir / GUIDE_FOLDER)
-    for part in sorted(tmp.iterdir(), key=lambda p: p.name == "model_index.json"):  # the index goes last
-        _replace_folder(part, output_dir / part.name)
-    tmp.rmdir()
-    return output_dir
+    def seconds(self) -> float:
+        return time.perf_counter() - self._start
+
+    @contextlib.contextmanager
+    def paused(self):
+        pause = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._start += time.perf_counter() - pause
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights: equal digests mean bit-identical models (replicas, reruns)."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
