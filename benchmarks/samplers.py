@@ -135,8 +135,7 @@ def plot(rows: list[dict]):
     """Quality against the number of steps and against CPU seconds per image; returns the figure."""
     import matplotlib.pyplot as plt
 
-    from utils.leaderboard import log_axes
-    from utils.viz import use_japanese_font
+    from utils.viz import log_axes, use_japanese_font
 
     use_japanese_font()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)

@@ -1,12 +1,18 @@
-"""utils.leaderboard: recipe.json files -> a sorted markdown table and a quality-vs-compute plot."""
+"""tools.leaderboard: recipe.json files -> a sorted markdown table and a quality-vs-compute plot."""
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from utils.leaderboard import (
+from tools import leaderboard
+from tools.leaderboard import (
     MISSING,
+    OPTIONAL,
     RecipeError,
     label_groups,
     leaderboard_markdown,
@@ -15,10 +21,15 @@ from utils.leaderboard import (
     main_idea,
     sort_recipes,
 )
+from utils.recipe import RECIPE_FIELDS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_recipe(folder, **recipe):
+def write_recipe(folder, **fields):
+    """A recipe.json with every schema field (None unless given), as the writers of utils/recipe.py make it."""
     folder.mkdir(parents=True, exist_ok=True)
+    recipe = {**dict.fromkeys(RECIPE_FIELDS), "metrics": {}, **fields}
     (folder / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
     return folder / "recipe.json"
 
@@ -30,12 +41,12 @@ def recipes(tmp_path):
     return [
         write_recipe(tmp_path / "ddpm-3min", **common, train_minutes=3.1, images_seen=25_600, sampler="dpm++",
                      num_inference_steps=20, guide_step=None, guidance_scale=1.0,
-                     command="accelerate launch unit1/train_unconditional.py --train_minutes 3",
+                     command="python unit1/train_unconditional.py --max_train_steps 400 --sampler dpm++",
                      metrics={"fid": 12.0, "fid_floor": 1.5, "kid_mean": 0.02, "kid_std": 0.001,
                               "coverage": 0.97, "confidence": 0.9, "num_samples": 1000}),
         write_recipe(tmp_path / "ddpm-15min", **common, train_minutes=15.0, images_seen=128_000, sampler="ddpm",
                      num_inference_steps=100, guide_step=1000, guidance_scale=1.5,
-                     command="accelerate launch unit1/train_unconditional.py --train_minutes 15",
+                     command="accelerate launch unit1/train_unconditional.py --max_train_steps 2000 --guide_step 1000",
                      metrics={"fid": 3.0, "fid_floor": 1.5, "kid_mean": 0.004, "kid_std": 0.0005,
                               "coverage": 0.99, "confidence": 0.95, "num_samples": 1000}),
         write_recipe(tmp_path / "naive-baseline", dataset="mnist", dataset_fallback="OFFLINE FALLBACK: digits",
@@ -57,7 +68,7 @@ def test_table_is_sorted_by_fid_with_missing_values_as_dashes(recipes):
     best = rows[0].split(" | ")
     assert best[:5] == ["| 1", "ddpm-15min", "3", "2.00×", "0.004 ± 0.0005"]
     assert "cpu" in best and "15" in best and "128,000" in best and "1,000" in best and "small (0.69 M)" in best
-    assert best[-1] == "`accelerate launch unit1/train_unconditional.py --train_minutes 15` |"
+    assert best[-1] == "`accelerate launch unit1/train_unconditional.py --max_train_steps 2000 --guide_step 1000` |"
     assert "ddpm 100 + AG 1.5 (step 1000)" in best and "dpm++ 20" in rows[1].split(" | ")  # AG: autoguidance
     unevaluated = rows[2].split(" | ")
     assert unevaluated[2] == MISSING and unevaluated[-1] == f"{MISSING} |"
@@ -78,7 +89,7 @@ def test_command_line_writes_markdown_and_plot(recipes, tmp_path, capsys):
     assert main([*folders, "--markdown", str(markdown), "--plot", str(plot)]) == 0
     text = markdown.read_text(encoding="utf-8")
     assert len(table_rows(text)) == 4
-    assert "`python -m utils.leaderboard " in text and "--plot" in text  # the command that made it
+    assert "`python -m tools.leaderboard " in text and "--plot" in text  # the command that made it
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.width > 600
 
@@ -86,8 +97,10 @@ def test_command_line_writes_markdown_and_plot(recipes, tmp_path, capsys):
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"),
     ("{not json", "not valid JSON"),
-    ("[1, 2]", "JSON list"),
-    ('{"metrics": 3}', "'metrics' must be an object"),
+    ("[1, 2]", "not a list"),
+    (json.dumps({**dict.fromkeys(RECIPE_FIELDS), "metrics": 3}), "'metrics' must be an object"),
+    (json.dumps({name: None for name in RECIPE_FIELDS if name != "guidance_scale"} | {"metrics": {}}),
+     r"does not follow the recipe schema \(utils/recipe.py\): missing field 'guidance_scale'"),
 ])
 def test_unreadable_recipes_get_clear_messages(tmp_path, content, message):
     path = tmp_path / "recipe.json"
@@ -165,3 +178,44 @@ def test_main_idea_is_made_from_the_recipe():
 def test_the_floor_note_says_what_the_metric_cannot_show(recipes):
     note = leaderboard_markdown(load_recipes(recipes))
     assert "暗記" in note and "評価枚数" in note
+
+
+def keys_read_from_recipes() -> set[str]:
+    """The string keys tools/leaderboard.py reads from a recipe: recipe.get("x"), recipe["x"], r.get("x"), r["x"]."""
+    keys = set()
+    for node in ast.walk(ast.parse(Path(leaderboard.__file__).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            target, key = node.func.value, node.args[0] if node.args else None
+        elif isinstance(node, ast.Subscript):
+            target, key = node.value, node.slice
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in ("recipe", "r") and isinstance(key, ast.Constant) \
+                and isinstance(key.value, str):
+            keys.add(key.value)
+    return keys - {"_source"}  # added by load_recipes, not read from the file
+
+
+def test_the_leaderboard_reads_only_schema_fields_and_its_declared_optional_keys():
+    keys = keys_read_from_recipes()
+    assert {"command", "dataset", "guide_step", "metrics"} <= keys  # the scan sees the reads
+    assert keys - set(RECIPE_FIELDS) == OPTIONAL, "read a new key? add it to utils/recipe.py (or to OPTIONAL)"
+    assert not OPTIONAL & set(RECIPE_FIELDS)
+
+
+def test_recipes_without_the_optional_keys_are_shown(recipes):
+    """A notebook's recipe has no --snr_gamma: the optional keys are read with .get, never required."""
+    loaded = load_recipes(recipes)
+    assert all(OPTIONAL.isdisjoint(recipe) for recipe in loaded)
+    assert [main_idea(recipe).split(" · ")[0] for recipe in loaded[:2]] == ["small", "small"]
+    assert len(table_rows(leaderboard_markdown(loaded))) == 4
+
+
+def test_the_command_line_does_not_load_torch(recipes, tmp_path):
+    code = ("import sys\nfrom tools.leaderboard import main\n"
+            f"assert main({[str(path) for path in recipes]!r} + ['--markdown', {str(tmp_path / 'a.md')!r}, "
+            f"'--plot', {str(tmp_path / 'a.png')!r}]) == 0\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a.png").is_file()

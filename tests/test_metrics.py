@@ -11,7 +11,9 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from PIL import Image
 from safetensors import safe_open
 
-from utils import images_to_tensor, metrics, real_mnist_digits
+from tools.train_digit_classifier import augment
+from utils import metrics
+from utils.data import images_to_tensor, real_mnist_digits
 from utils.metrics import (
     DIGIT_TRAIN_COMMAND,
     DIGIT_WEIGHTS,
@@ -24,7 +26,6 @@ from utils.metrics import (
     frechet_distance,
     kernel_distance,
 )
-from utils.train_digit_classifier import augment
 
 
 # ---------------------------------------------------------------- the maths
@@ -197,7 +198,7 @@ def test_augment_keeps_digits_in_range_and_is_reproducible(train_digits):
 
 
 def test_classifier_script_refuses_to_save_a_poor_classifier(tmp_path, monkeypatch):
-    from utils import train_digit_classifier as script
+    from tools import train_digit_classifier as script
 
     output = tmp_path / "classifier.safetensors"
     monkeypatch.setattr(script, "train", lambda args: (metrics.DigitClassifier(width=4), 0.5))
@@ -212,7 +213,7 @@ def test_classifier_script_refuses_to_save_a_poor_classifier(tmp_path, monkeypat
 
 
 def test_missing_classifier_weights_say_how_to_make_them(tmp_path):
-    with pytest.raises(metrics.MetricUnavailable, match="python -m utils.train_digit_classifier"):
+    with pytest.raises(metrics.MetricUnavailable, match="python -m tools.train_digit_classifier"):
         metrics.load_digit_classifier(tmp_path / "missing.safetensors")
 
 

@@ -5,16 +5,13 @@ A notebook opened alone (as Colab opens it) is run by tests/test_full_mode.py. T
 its table is in README.md.
 """
 
-import sys
-
 import pytest
 import yaml
 from notebook_runs import ROOT
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-sys.path.insert(0, str(ROOT / "tools"))
-import platform_matrix  # noqa: E402
+from tools import platform_matrix
 
 RUNTIME = {req.name.lower().replace("_", "-"): req for req in platform_matrix.runtime_requirements()}
 

@@ -1,6 +1,6 @@
 """The notebooks' setup cell, executed for real: in a throw-away venv, against a local wheelhouse, offline.
 
-Each test runs the generated cell (utils.sync_course.setup_cell_source) in a fresh interpreter of a venv that
+Each test runs the generated cell (tools.sync_course.setup_cell_source) in a fresh interpreter of a venv that
 sees the test interpreter's packages (torch included) and installs into its own site-packages. ``coursefake`` is a
 tiny wheel built here in versions 1.0 and 2.0, so pip really installs, upgrades and fails.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import sync_course
+from tools import sync_course
 
 SPLIT = sync_course.REQUIREMENTS_SPLIT
 

@@ -1,7 +1,7 @@
-"""Collect training recipes (``recipe.json`` files written by the training script) into a leaderboard.
+"""Collect training recipes (``recipe.json`` files, see utils/recipe.py) into a leaderboard.
 
-    python -m utils.leaderboard RUN_DIR/recipe.json [MORE ...] --markdown OUT.md --plot OUT.png
-    python -m utils.leaderboard unit1/leaderboard --readme unit1/leaderboard/README.md --summary unit1/README.md \
+    python -m tools.leaderboard RUN_DIR/recipe.json [MORE ...] --markdown OUT.md --plot OUT.png
+    python -m tools.leaderboard unit1/leaderboard --readme unit1/leaderboard/README.md --summary unit1/README.md \
         --plot unit1/images/leaderboard.png
 
 The markdown table is sorted by the metric (lower FID is better) and shows the device, training minutes,
@@ -10,7 +10,8 @@ A folder argument means the ``recipe.json`` inside it, or else the ``*/recipe.js
 ``--readme`` replaces the full table between the leaderboard markers of a markdown file; ``--summary``
 replaces a short table of the ``--top`` best recipes (rank, recipe, FID, coverage, minutes, main settings)
 between the summary markers of another file. ``--check`` only reports whether both are up to date.
-Missing values are shown as "—".
+Missing values are shown as "—". A recipe that lacks a field of utils.recipe.RECIPE_FIELDS is an error.
+Run it from the repository root; it does not load torch.
 """
 
 from __future__ import annotations
@@ -23,19 +24,24 @@ import shlex
 import sys
 from pathlib import Path
 
+from utils.recipe import RecipeError, recipe_problems
+from utils.viz import log_axes, use_japanese_font
+
 MISSING = "—"
 TABLE_START, TABLE_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- leaderboard-top:start -->", "<!-- leaderboard-top:end -->"
 LOWER_IS_BETTER = {"fid": True, "kid_mean": True, "coverage": False, "confidence": False}
 DISPLAY_NAMES = {"fid": "FID", "kid_mean": "KID"}
-
-
-class RecipeError(ValueError):
-    """A recipe file that cannot be read; the message says which file and why."""
+# Keys read beside the schema's fields: only the training script has these flags (Min-SNR weighting), so a
+# notebook's or the naive baseline's recipe goes without them.
+OPTIONAL = {"snr_gamma", "snr_plus_one"}
 
 
 def load_recipes(paths) -> list[dict]:
-    """Read recipe.json files (a folder means its recipe.json); each gets its source path under ``_source``."""
+    """Read recipe.json files (a folder means its recipe.json); each gets its source path under ``_source``.
+
+    A file that is not JSON or does not follow utils/recipe.py raises RecipeError naming the file and what is wrong.
+    """
     files = []
     for path in map(Path, paths):
         if path.is_dir() and not (path / "recipe.json").is_file():
@@ -55,10 +61,10 @@ def load_recipes(paths) -> list[dict]:
             recipe = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RecipeError(f"{file} is not valid JSON ({exc}).") from exc
-        if not isinstance(recipe, dict):
-            raise RecipeError(f"{file} holds a JSON {type(recipe).__name__}, not an object of recipe settings.")
-        if not isinstance(recipe.get("metrics", {}), dict):
-            raise RecipeError(f"{file}: 'metrics' must be an object such as {{\"fid\": 12.3}}.")
+        problems = recipe_problems(recipe)
+        if problems:
+            raise RecipeError(f"{file} does not follow the recipe schema (utils/recipe.py): " + "; ".join(problems)
+                              + ".")
         recipes.append({**recipe, "_source": str(file)})
     if not recipes:
         raise RecipeError("No recipes given: pass at least one recipe.json.")
@@ -228,25 +234,6 @@ def replace_table(text: str, table: str, name: str = "the file", markers=(TABLE_
     return text[:start + len(first)] + "\n" + table + text[end:]
 
 
-def log_axes(ax) -> None:
-    """Logarithmic x and y axes labelled with plain numbers (0.2, 10, 20000) at 1, 2 and 5 of each decade,
-    or at every tick where an axis spans less than a decade."""
-    from matplotlib import ticker
-
-    def minor_formatter(axis):
-        def minor(value, _):
-            low, high = sorted(axis.get_view_interval())
-            mantissa = round(value / 10 ** math.floor(math.log10(value)))
-            return f"{value:g}" if mantissa in (2, 5) or (high < 10 * low and mantissa in (2, 3, 4, 5, 7)) else ""
-        return ticker.FuncFormatter(minor)
-
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        axis.set_minor_formatter(minor_formatter(axis))
-
-
 def label_groups(points, fraction: float = 0.025) -> list[tuple[float, float, list[int]]]:
     """Merge the labels of points closer than ``fraction`` of the points' log span on both axes.
 
@@ -270,8 +257,6 @@ def label_groups(points, fraction: float = 0.025) -> list[tuple[float, float, li
 def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
     """Quality against compute: the metric versus training minutes and versus images seen; returns the figure."""
     import matplotlib.pyplot as plt
-
-    from .viz import use_japanese_font
 
     use_japanese_font()
     ranked = [(rank, r) for rank, r in enumerate(sort_recipes(recipes, metric), start=1)
@@ -335,7 +320,7 @@ def _relative_link(target: Path, source: Path) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    command = " ".join(["python -m utils.leaderboard",
+    command = " ".join(["python -m tools.leaderboard",
                         *map(shlex.quote, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--check"])])
     updates = {}  # path -> (old text, new text)
     try:

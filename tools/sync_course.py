@@ -1,7 +1,7 @@
 """Regenerate every open-in badge table and every notebook setup cell from utils/course.py.
 
-    python -m utils.sync_course          # rewrite README badges and setup cells
-    python -m utils.sync_course --check  # exit 1 if anything is out of date (used by the tests)
+    python -m tools.sync_course          # rewrite README badges and setup cells
+    python -m tools.sync_course --check  # exit 1 if anything is out of date (used by the tests)
 
 A fork re-points the whole course by editing GITHUB_REPO in utils/course.py and running this.
 """
@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from .course import BRANCH, GITHUB_REPO, NOTEBOOKS
+from utils.course import BRANCH, GITHUB_REPO, NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_TAG = "course-setup"
@@ -22,7 +22,7 @@ BADGES_START, BADGES_END = "<!-- badges:start -->", "<!-- badges:end -->"
 REQUIREMENTS_SPLIT = "# --- tests and tooling"
 
 SETUP_CELL = '''\
-# コース共通のセットアップ（`python -m utils.sync_course` が生成するセルです。編集しないでください）
+# コース共通のセットアップ（`python -m tools.sync_course` が生成するセルです。編集しないでください）
 # 1. utils が見つからないとき（Colab や Kaggle でこのノートブックだけを開いたとき）は、コースのリポジトリを取得します。
 # 2. requirements.txt の前半（実行に必要な部分）と入っているバージョンを比べ、足りないもの・古すぎるものだけを
 #    インストールします。torch はインストールも更新もしません（入っているものを使います）。
