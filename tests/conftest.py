@@ -34,6 +34,14 @@ def hub():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def origin(tmp_path_factory):
+    """A git snapshot of this working tree's tracked files, for the setup cell of a notebook run alone to clone."""
+    from notebook_runs import snapshot_repository
+
+    return snapshot_repository(tmp_path_factory.mktemp("origin"))
+
+
 @pytest.fixture
 def hub_env(hub, tmp_path):
     """Environment for a subprocess that talks to the local Hub, logged in with its dummy token.

@@ -4,6 +4,8 @@
   setup cell can ``git clone`` the course offline through COURSE_REPO_URL, as Colab clones it from GitHub.
 - ``settings_cell`` / ``insert_after_settings``: find the one knob cell of a notebook and put a cell after it.
 - ``training_memory_code``: source of a cell that estimates a model's GPU memory for training (to a JSON file).
+- ``run_alone``: copies of notebooks with their iteration counts capped (``CAPS``), opened alone in an empty folder
+  as Colab and Kaggle open a notebook, run top to bottom under nbval in a fresh pytest.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -73,6 +76,50 @@ def insert_after_settings(notebook, source: str, names) -> int:
 
 def read_notebook(path: Path):
     return nbformat.read(path, as_version=4)
+
+
+def cap_cell(caps: dict, quick: bool) -> str:
+    """The cell inserted after the settings cell: the mode's sizes stay, only the iteration counts shrink."""
+    mode = "クイック" if quick else "フル"
+    lines = [f"# tests/notebook_runs.py が挿入したセル: {mode}モードの設定のまま、くり返しの回数だけを減らします",
+             f'assert {"" if quick else "not "}quick, '
+             f'"this copy must run the {"quick" if quick else "full"}-mode settings (COURSE_QUICK={int(quick)})"']
+    return "\n".join([*lines, *(f"{name} = {value!r}" for name, value in caps.items())])
+
+
+def capped_notebook(path: str, quick: bool, extra_cells=()):
+    """The notebook at ``path`` with the cap cell of ``CAPS[path]`` after its settings cell and ``extra_cells`` at
+    its end."""
+    notebook = read_notebook(ROOT / path)
+    insert_after_settings(notebook, cap_cell(CAPS[path], quick), CAPS[path])
+    notebook.cells.extend(nbformat.v4.new_code_cell(source) for source in extra_cells)
+    return notebook
+
+
+def run_alone(paths, folder: Path, origin: Path, env: dict, *, quick: bool, extra_cells=None,
+              timeout: int = 3600) -> subprocess.CompletedProcess:
+    """Run capped copies of the notebooks at ``paths`` under nbval, opened alone in the empty ``folder``.
+
+    Each copy's setup cell clones the course from ``origin`` (a ``snapshot_repository``) through COURSE_REPO_URL,
+    as Colab clones it from GitHub; nothing of this checkout is importable (no PYTHONPATH). A second pytest runs
+    them because the kernel must start with ``env`` (HF_ENDPOINT, for one, is read when huggingface_hub is
+    imported). ``extra_cells`` maps a path to sources of cells to append. Fails unless every cell passes and the
+    course was cloned next to the copies.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for path in paths:
+        name = Path(path).name
+        nbformat.write(capped_notebook(path, quick, (extra_cells or {}).get(path, ())), folder / name)
+        names.append(name)
+    env = {**env, "COURSE_QUICK": str(int(quick)), "COURSE_REPO_URL": str(origin)}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=1800", "-q",
+                             "-p", "no:cacheprovider", "--rootdir", str(folder), *names],
+                            cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert (folder / CLONE_NAME / "utils" / "__init__.py").is_file() and not (folder / "utils").exists()
+    return result
 
 
 TRAINING_MEMORY = '''

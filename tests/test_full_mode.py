@@ -11,19 +11,16 @@ Run alone with ``python -m pytest tests/test_full_mode.py -s`` to see the sizes.
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 from notebook_runs import (
     CAPS,
-    CLONE_NAME,
     ROOT,
+    capped_notebook,
     insert_after_settings,
     read_notebook,
-    snapshot_repository,
+    run_alone,
     training_memory_code,
 )
 
@@ -43,36 +40,14 @@ MEASURE = {
 }
 
 
-def cap_cell(caps: dict) -> str:
-    lines = ["# tests/test_full_mode.py が挿入したセル: フルモードの設定のまま、繰り返しの回数だけを減らします",
-             'assert not quick, "this copy must run the full-mode settings (COURSE_QUICK=0)"']
-    return "\n".join([*lines, *(f"{name} = {value!r}" for name, value in caps.items())])
-
-
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory):
-    return snapshot_repository(tmp_path_factory.mktemp("origin"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", list(CAPS), ids=lambda p: p.split("/")[1])
 def test_notebook_opened_alone_runs_in_full_mode_and_fits_a_t4(path, origin, tmp_path, record_property):
     # Opened the way Colab opens it: the notebook alone in an empty folder; its setup cell clones the course
     # (from a local snapshot of this working tree, through COURSE_REPO_URL) and checks the installed versions.
-    notebook = read_notebook(ROOT / path)
-    insert_after_settings(notebook, cap_cell(CAPS[path]), CAPS[path])
-    notebook.cells.append(nbformat.v4.new_code_cell(training_memory_code(MEASURE[path], MEMORY_FILE)))
     alone = tmp_path / "alone"
-    alone.mkdir()
-    copy = alone / Path(path).name
-    nbformat.write(notebook, copy)
-    env = {**os.environ, "COURSE_QUICK": "0", "HF_HUB_OFFLINE": "1", "COURSE_REPO_URL": str(origin)}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=1800", "-q",
-                             "-p", "no:cacheprovider", "--rootdir", str(alone), copy.name],
-                            cwd=alone, env=env, capture_output=True, text=True, timeout=3600)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert (alone / CLONE_NAME / "utils" / "__init__.py").is_file() and not (alone / "utils").exists()
+    run_alone([path], alone, origin, {**os.environ, "HF_HUB_OFFLINE": "1"}, quick=False,
+              extra_cells={path: [training_memory_code(MEASURE[path], MEMORY_FILE)]})
 
     memory = json.loads((alone / MEMORY_FILE).read_text(encoding="utf-8"))
     batch_size = memory.pop("batch_size")
@@ -89,8 +64,10 @@ def test_notebook_opened_alone_runs_in_full_mode_and_fits_a_t4(path, origin, tmp
 
 @pytest.mark.parametrize("path", list(CAPS), ids=lambda p: p.split("/")[1])
 def test_every_capped_name_is_a_setting_of_the_notebook(path):
-    notebook = read_notebook(ROOT / path)
-    index = insert_after_settings(notebook, cap_cell(CAPS[path]), CAPS[path])
-    assert "if quick:" in notebook.cells[index - 1].source and "assert not quick" in notebook.cells[index].source
+    notebook = capped_notebook(path, quick=False, extra_cells=["pass"])
+    index = [i for i, cell in enumerate(notebook.cells) if "tests/notebook_runs.py" in cell.source]
+    assert len(index) == 1 and "if quick:" in notebook.cells[index[0] - 1].source
+    assert "assert not quick" in notebook.cells[index[0]].source and notebook.cells[-1].source == "pass"
+    assert "assert quick," in capped_notebook(path, quick=True).cells[index[0]].source
     with pytest.raises(ValueError, match="does not set \\['no_such_knob'\\]"):
         insert_after_settings(read_notebook(ROOT / path), "", ["no_such_knob"])

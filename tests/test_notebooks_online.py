@@ -7,41 +7,15 @@ Each notebook is opened alone in an empty folder, as on Colab, and its setup cel
 working tree. A second pytest runs it because HF_ENDPOINT must be set before the kernel imports anything.
 """
 
-import subprocess
-import sys
-from pathlib import Path
-
-import nbformat
 import pytest
-from notebook_runs import CAPS, insert_after_settings, read_notebook, snapshot_repository
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cap_cell(caps: dict) -> str:
-    lines = ["# tests/test_notebooks_online.py が挿入したセル: クイックモードの大きさのまま、くり返しの回数だけを減らします",
-             'assert quick, "this copy must run the quick-mode settings (COURSE_QUICK=1)"']
-    return "\n".join([*lines, *(f"{name} = {value!r}" for name, value in caps.items())])
+from notebook_runs import CAPS, run_alone
 
 
 @pytest.mark.slow
 @pytest.mark.online
-def test_both_notebooks_run_online_and_upload(hub_env, hub, tmp_path):
-    origin = snapshot_repository(tmp_path / "origin")
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    for path, caps in CAPS.items():
-        notebook = read_notebook(ROOT / path)
-        insert_after_settings(notebook, cap_cell(caps), caps)
-        nbformat.write(notebook, alone / Path(path).name)
+def test_both_notebooks_run_online_and_upload(hub_env, hub, origin, tmp_path):
     hub.requests.clear()
-    env = {**hub_env, "COURSE_REPO_URL": str(origin)}
-    env.pop("PYTHONPATH")
-    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=900", "-q",
-                             "-p", "no:cacheprovider", "--rootdir", str(alone), *sorted(p.name for p in
-                                                                                       alone.glob("*.ipynb"))],
-                            cwd=alone, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    result = run_alone(list(CAPS), tmp_path / "alone", origin, hub_env, quick=True)
     # The online branches ran: the pretrained pipeline, both Hub datasets, the guarded upload.
     downloads = {r.split(" ", 1)[1] for r in hub.requests if r.startswith("GET ")}
     assert any(d.startswith("/johnowhitaker/ddpm-butterflies-32px/resolve/")
