@@ -30,6 +30,7 @@ def run_dir(tmp_path):
     return folder
 
 
+@pytest.mark.slow  # scores five settings
 def test_table_has_the_reference_and_every_guide_and_scale(run_dir, one_thread):
     argv = [str(run_dir), "--guide_steps", "2", "4", "--scales", "1.5", "3", "--num_samples", "12", "--batch_size",
             "6", "--num_inference_steps", "2"]

@@ -148,6 +148,7 @@ def train_digits():
     return images_to_tensor(images, 28, channels=1), torch.tensor(labels)
 
 
+@pytest.mark.slow  # 1 000-sample metrics
 def test_real_digits_score_near_the_floor(train_digits):
     images, _ = train_digits
     scores = digit_metrics(images[1000:2000])
@@ -158,6 +159,7 @@ def test_real_digits_score_near_the_floor(train_digits):
     assert abs(scores["kid_mean"]) < 3 * scores["kid_std"] + 1e-3
 
 
+@pytest.mark.slow  # 1 000-sample metrics
 def test_floor_follows_the_resolution_of_the_samples():
     images, _ = real_mnist_digits("train")
     at_32_px = images_to_tensor(images[1000:2000], 32, channels=1)  # as a 32 px model's training data
@@ -166,6 +168,7 @@ def test_floor_follows_the_resolution_of_the_samples():
     assert scores["fid"] < 1.5 * scores["fid_floor"]
 
 
+@pytest.mark.slow  # 1 000-sample metrics
 def test_noise_scores_terribly():
     noise = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scores = digit_metrics(noise)
@@ -173,6 +176,7 @@ def test_noise_scores_terribly():
     assert scores["kid_mean"] > 20 * scores["kid_std"]
 
 
+@pytest.mark.slow  # 1 000-sample metrics
 def test_a_single_repeated_digit_gets_low_coverage(train_digits):
     images, labels = train_digits
     seven = images[labels == 7][:1].repeat(1000, 1, 1, 1)
@@ -181,6 +185,7 @@ def test_a_single_repeated_digit_gets_low_coverage(train_digits):
     assert scores["fid"] > 10 * scores["fid_floor"]
 
 
+@pytest.mark.slow  # 1 000-sample metrics
 def test_blurred_digits_score_between_real_and_noise(train_digits):
     images, _ = train_digits
     real = digit_metrics(images[1000:2000])["fid"]

@@ -57,6 +57,7 @@ def test_is_online_probes_the_endpoint_port_and_parses_offline_like_huggingface_
 
 
 # ---------------------------------------------------------------- downloads
+@pytest.mark.slow
 def test_hub_datasets_load_with_their_real_columns(hub_env):
     result = run_python("""
         from utils.data import BUTTERFLIES, MNIST, is_fallback, load_image_dataset
@@ -72,6 +73,7 @@ def test_hub_datasets_load_with_their_real_columns(hub_env):
     assert "（Hub 上の名前は ylecun/mnist）" in result.stdout  # mnist is served under its new id, as on the Hub
 
 
+@pytest.mark.slow
 def test_unknown_datasets_get_the_hubs_not_found_answer(hub_env):
     result = run_python("""
         from utils.data import DataError, load_image_dataset
@@ -87,6 +89,7 @@ def test_unknown_datasets_get_the_hubs_not_found_answer(hub_env):
     assert result.stdout.count("was not found on the Hugging Face Hub") == 2, result.stdout
 
 
+@pytest.mark.slow
 def test_pretrained_pipeline_downloads_as_safetensors(hub_env, hub):
     result = run_python("""
         import torch
@@ -118,6 +121,7 @@ PUSH = """
 """
 
 
+@pytest.mark.slow
 def test_push_folder_uploads_card_recipe_and_safetensors_without_the_token(hub_env, hub, tmp_path):
     result = run_python(PUSH.format(folder=tmp_path / "run"), hub_env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -128,6 +132,7 @@ def test_push_folder_uploads_card_recipe_and_safetensors_without_the_token(hub_e
     assert_no_token(hub, result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_push_folder_without_a_login_skips_with_a_message(hub_env, tmp_path):
     env = {k: v for k, v in hub_env.items() if k != "HF_TOKEN"}
     result = run_python(PUSH.format(folder=tmp_path / "run"), env)
@@ -135,6 +140,7 @@ def test_push_folder_without_a_login_skips_with_a_message(hub_env, tmp_path):
     assert "ログインしていないため" in result.stdout and "RESULT None" in result.stdout
 
 
+@pytest.mark.slow
 def test_push_folder_with_a_rejected_token_keeps_the_folder(hub_env, hub, tmp_path):
     result = run_python(PUSH.format(folder=tmp_path / "run"), {**hub_env, "HF_TOKEN": "hf_wrong_token"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -144,8 +150,67 @@ def test_push_folder_with_a_rejected_token_keeps_the_folder(hub_env, hub, tmp_pa
 
 
 # ---------------------------------------------------------------- a broken Hub
-@pytest.mark.parametrize("failure", [pytest.param("error", marks=pytest.mark.slow), "truncate",
-                                     pytest.param("slow", marks=pytest.mark.slow)])  # the client's retries take ~30 s
+class RemoteProtocolError(Exception):
+    """Named like httpx's error for a download cut off mid-body."""
+
+
+class DatasetNotFoundError(Exception):
+    """Named like the error 🤗 datasets raises when the Hub has no such dataset."""
+
+
+class ServerError(Exception):
+    def __init__(self, status_code: int):
+        super().__init__(f"{status_code} Server Error")
+        self.response = type("Response", (), {"status_code": status_code})()
+
+
+def raise_in_load_dataset(monkeypatch, make_error):
+    import datasets
+
+    from utils import data
+
+    def load_dataset(*args, **kwargs):
+        raise make_error()
+
+    monkeypatch.setattr(data, "is_online", lambda: True)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+
+def cause(error: Exception, by: Exception) -> Exception:
+    error.__cause__ = by
+    return error
+
+
+@pytest.mark.parametrize("make_error", [
+    lambda: RemoteProtocolError("peer closed connection without sending complete message body"),
+    lambda: cause(RuntimeError("download failed"), ServerError(503)),
+    lambda: cause(ServerError(502), FileNotFoundError("data/train-00000-of-00001.parquet")),  # a 5xx wins
+], ids=["cut-off", "5xx", "5xx-over-not-found"])
+def test_a_failing_hub_falls_back_in_process(monkeypatch, capsys, make_error):
+    # The decision of the subprocess tests below, fast: a Hub that fails (not one that says "no such dataset")
+    # gives the labelled offline digits.
+    from utils.data import is_fallback, load_image_dataset
+
+    raise_in_load_dataset(monkeypatch, make_error)
+    digits = load_image_dataset("ylecun/mnist", split="test", max_samples=10)
+    assert is_fallback(digits) and len(digits) == 10
+    assert "Hub から読み込めなかったため" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make_error", [
+    lambda: DatasetNotFoundError("Dataset 'nobody/no-such-dataset' doesn't exist on the Hub"),
+    lambda: cause(RuntimeError("resolve failed"), FileNotFoundError("nobody/no-such-dataset")),
+], ids=["not-found", "chained-not-found"])
+def test_a_dataset_the_hub_does_not_have_is_an_error_in_process(monkeypatch, make_error):
+    from utils.data import DataError, load_image_dataset
+
+    raise_in_load_dataset(monkeypatch, make_error)
+    with pytest.raises(DataError, match="was not found on the Hugging Face Hub"):
+        load_image_dataset("ylecun/mnist", split="test")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["error", "truncate", "slow"])  # "slow": the client's retries take ~30 s
 def test_a_broken_hub_falls_back_to_the_offline_data(hub_env, hub, failure):
     hub.failure, hub.slow_seconds = failure, 15
     env = {**hub_env, "HF_HUB_ETAG_TIMEOUT": "3", "HF_HUB_DOWNLOAD_TIMEOUT": "3"}
@@ -159,6 +224,7 @@ def test_a_broken_hub_falls_back_to_the_offline_data(hub_env, hub, failure):
     assert "Hub から読み込めなかったため" in result.stdout and "FALLBACK 1000" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_broken_hub_stops_the_upload_with_a_message(hub_env, hub, tmp_path):
     hub.failure = "error"
     result = run_python(PUSH.format(folder=tmp_path / "run"), hub_env)

@@ -80,6 +80,7 @@ def installed_version(sandbox):
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
+@pytest.mark.slow  # runs pip in the venv
 def test_nothing_is_installed_when_everything_is_in_range_and_torch_is_never_touched(sandbox, tmp_path):
     # a whole clone (utils importable): the cell still checks; torch below its floor is only a warning,
     # and a GPU that cannot run a tiny operation (this CPU build) is reported instead of crashing later
@@ -95,6 +96,7 @@ def test_nothing_is_installed_when_everything_is_in_range_and_torch_is_never_tou
     assert "Tesla P100-PCIE-16GB" in out and "T4" in out
 
 
+@pytest.mark.slow  # runs pip in the venv
 def test_missing_or_too_old_packages_are_installed_and_newer_ones_kept(sandbox, tmp_path):
     pip(sandbox, "coursefake==1.0")
     course = make_course(tmp_path / "course", "torch>=2.0\ncoursefake>=2.0,<3")
@@ -109,6 +111,7 @@ def test_missing_or_too_old_packages_are_installed_and_newer_ones_kept(sandbox, 
     assert installed_version(sandbox) == "2.0"
 
 
+@pytest.mark.slow  # runs pip in the venv
 def test_upgrading_an_imported_package_asks_for_a_restart(sandbox, tmp_path):
     pip(sandbox, "--force-reinstall", "coursefake==1.0")
     course = make_course(tmp_path / "course", "torch>=2.0\ncoursefake>=2.0")
@@ -118,6 +121,7 @@ def test_upgrading_an_imported_package_asks_for_a_restart(sandbox, tmp_path):
     assert installed_version(sandbox) == "2.0"
 
 
+@pytest.mark.slow  # runs pip in the venv
 def test_a_failed_pip_run_shows_pips_own_error(sandbox, tmp_path):
     course = make_course(tmp_path / "course", "torch>=2.0\ncoursefake>=5.0")
     code, out = run_cell(sandbox, course)
@@ -135,6 +139,7 @@ def test_a_failed_clone_explains_how_to_turn_internet_on(sandbox, tmp_path):
     assert not (empty / "diffusion-course").exists()
 
 
+@pytest.mark.slow  # runs pip in the venv
 def test_a_single_notebook_clones_the_course_and_checks_it_the_same_way(sandbox, tmp_path):
     pip(sandbox, "--force-reinstall", "coursefake==1.0")
     origin = make_course(tmp_path / "origin", "torch>=2.0\ncoursefake>=2.0")
