@@ -22,11 +22,13 @@ from utils import course
 
 ROOT = Path(__file__).resolve().parent.parent
 CLONE_NAME = course.GITHUB_REPO.split("/")[1]  # the folder the setup cell clones into
-# Iteration counts that the full-mode and online runs cap (sizes stay those of their mode): the code path is the
-# same, only the loops are short. The plain quick-mode run of unit1/ keeps the real counts.
+# Iteration counts that the full-mode and online runs cap (model sizes and batch sizes stay those of their mode):
+# the code path is the same, only the loops are short. The plain quick-mode run of unit1/ keeps the real counts.
 CAPS = {
     "unit1/01_introduction_to_diffusers.ipynb": {
-        "num_epochs": 1, "sample_steps": 2, "ddim_steps": 2, "pretrained_steps": 2,
+        # 256 images: an epoch of 4 full batches of 64 instead of 16 (the loss cell compares the first and last step;
+        # the online run's Hub serves 64 images)
+        "num_images": 256, "num_epochs": 1, "sample_steps": 2, "ddim_steps": 2, "pretrained_steps": 2,
         "script_epochs": 1, "script_max_steps": 1, "script_checkpointing_steps": 1,
     },
     "unit1/02_diffusion_models_from_scratch.ipynb": {
