@@ -1,9 +1,9 @@
 import json
 
 import pytest
-import torch
+from huggingface_hub import ModelCard
 
-from utils import hub
+from utils import hub, repo_root
 
 
 @pytest.fixture
@@ -16,24 +16,18 @@ def tiny_pipeline():
     return DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10))
 
 
-def test_save_pipeline_uses_safetensors_and_reloads(tmp_path, tiny_pipeline):
-    from diffusers import DDPMPipeline
-
-    folder = hub.save_pipeline(tiny_pipeline, tmp_path / "pipe")
-    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").exists()
-    assert not list(folder.rglob("*.bin"))
-    loaded = DDPMPipeline.from_pretrained(folder)
-    for a, b in zip(loaded.unet.parameters(), tiny_pipeline.unet.parameters()):
-        assert torch.equal(a, b)
-
-
 def test_model_card_has_metadata_recipe_and_usage(tmp_path):
     recipe = {"dataset": "mnist", "learning_rate": 1e-3, "hub_token": "hf_secret"}
     path = hub.write_model_card(tmp_path, recipe, metrics={"fid": 12.5}, repo_id="me/model",
                                 sample_image="samples.png")
     text = path.read_text()
-    assert text.startswith("---\nlibrary_name: diffusers")
-    assert "unconditional-image-generation" in text and "value: 12.5" in text
+    data = ModelCard.load(path).data  # the metadata as the Hub reads it
+    assert data.library_name == "diffusers" and data.license == hub.LICENSE
+    assert "unconditional-image-generation" in data.tags
+    (result,) = data.eval_results
+    assert (result.task_type, result.dataset_name, result.metric_type, result.metric_value) == (
+        "unconditional-image-generation", "mnist", "fid", 12.5)
+    assert data.model_name == "me/model"
     assert "DDPMPipeline.from_pretrained('me/model')" in text
     assert "| learning_rate | `0.001` |" in text and "![samples](samples.png)" in text
     assert "hf_secret" not in text
@@ -41,11 +35,12 @@ def test_model_card_has_metadata_recipe_and_usage(tmp_path):
     assert json.loads(block) == {"dataset": "mnist", "learning_rate": 1e-3}
 
 
+@pytest.mark.slow
 def test_model_card_usage_code_runs_with_and_without_autoguidance(tmp_path, tiny_pipeline, one_thread):
     """Every python block of the card runs against the saved folder (a local path stands in for the repo id)."""
     from diffusers import DDPMScheduler
 
-    from utils.training import save_pipeline_atomically
+    from utils.checkpoints import save_pipeline_atomically
 
     tiny_pipeline.scheduler = DDPMScheduler()  # pipeline() samples 1000 steps, as a learner's would
     folder = tmp_path / "model"
@@ -78,5 +73,22 @@ def test_push_is_skipped_when_not_logged_in(tmp_path, capsys, monkeypatch):
     assert "ログインしていない" in out and "hf auth login" in out
 
 
-def test_full_repo_name_keeps_namespaced_ids():
-    assert hub.full_repo_name("me/model") == "me/model"
+def test_a_card_without_metrics_has_no_model_index(tmp_path):
+    data = ModelCard.load(hub.write_model_card(tmp_path, {"dataset": "mnist"}, repo_id="me/model")).data
+    assert data.eval_results is None and data.license == hub.LICENSE
+    assert "model-index" not in data.to_dict()
+
+
+def test_the_card_license_is_the_repository_license():
+    license_text = (repo_root() / "LICENSE").read_text(encoding="utf-8")
+    assert hub.LICENSE == "apache-2.0"
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+
+
+def test_full_repo_name_asks_the_hub_only_for_a_bare_name(monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "whoami", lambda: calls.append("whoami") or {"name": "learner"})
+    assert hub.full_repo_name("me/model") == "me/model" and calls == []
+    assert hub.full_repo_name("model") == "learner/model" and calls == ["whoami"]

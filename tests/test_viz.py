@@ -64,13 +64,34 @@ def test_save_gif_round_trip(tmp_path):
         viz.save_gif([], tmp_path / "y.gif")
 
 
-def test_noise_slider_renders_noised_batch():
+def test_noise_slider_shows_the_batch_noised_to_the_slider_step(monkeypatch):
     from diffusers import DDPMScheduler
 
-    box = viz.noise_slider(torch.zeros(2, 1, 4, 4), DDPMScheduler(num_train_timesteps=10))
-    slider = box.children[0]
-    assert slider.max == 9
-    slider.value = 9  # re-renders without error
+    scheduler = DDPMScheduler(num_train_timesteps=10)
+    x0, noise = torch.zeros(2, 1, 4, 4), torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    shown, make_grid = [], viz.make_grid
+    monkeypatch.setattr(viz, "make_grid", lambda images, **kw: shown.append(images.clone()) or make_grid(images, **kw))
+    slider = viz.noise_slider(x0, scheduler, noise=noise).children[0]
+    assert slider.max == 9 and len(shown) == 1
+    assert torch.allclose(shown[0], scheduler.add_noise(x0, noise, torch.tensor([0, 0])))
+    slider.value = 9
+    assert len(shown) == 2 and torch.allclose(shown[1], scheduler.add_noise(x0, noise, torch.tensor([9, 9])))
+    assert not torch.allclose(shown[0], shown[1])
+
+
+def test_log_axes_label_ticks_with_plain_numbers():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0.2, 20_000], [1, 500])
+    viz.log_axes(ax)
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    major, minor = ax.xaxis.get_major_formatter(), ax.xaxis.get_minor_formatter()
+    assert [major(v, 0) for v in (0.1, 10, 10_000)] == ["0.1", "10", "10000"]
+    assert [minor(v, 0) for v in (0.2, 0.3, 5, 20_000)] == ["0.2", "", "5", "20000"]  # 1, 2 and 5 of a decade
+    ax.set_xlim(2, 9)  # less than a decade: more of the ticks get a label
+    assert [minor(v, 0) for v in (3, 4, 6, 7)] == ["3", "4", "", "7"]
+    plt.close(fig)
 
 
 def test_plots_use_a_japanese_font():

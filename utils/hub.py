@@ -1,4 +1,4 @@
-"""Saving pipelines, writing model cards, and pushing to the Hub only when logged in."""
+"""Model cards (metadata through huggingface_hub's ModelCardData) and pushing to the Hub only when logged in."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from pathlib import Path
 
 from .environment import error_summary, is_online
 
-
-def save_pipeline(pipeline, folder: str | Path) -> Path:
-    """``save_pretrained`` with safetensors weights; returns the folder."""
-    folder = Path(folder)
-    pipeline.save_pretrained(folder, safe_serialization=True)
-    return folder
+LICENSE = "apache-2.0"  # the repository's LICENSE file (tests/test_hub.py checks that they agree)
+TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "diffusion-models-class"]
+TASK = ("unconditional-image-generation", "Unconditional image generation")
+SECRET_KEYS = ("hub_token", "token")
 
 
 def hub_token() -> str | None:
@@ -36,28 +34,27 @@ def full_repo_name(model_id: str) -> str:
     return f"{whoami()['name']}/{model_id}"
 
 
-def _yaml_value(value) -> str:
-    return json.dumps(value, ensure_ascii=False)
+def card_data(recipe: dict, metrics: dict | None, repo_id: str):
+    """The card's YAML metadata; the metrics become a model-index entry the Hub shows beside the model."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset = str(recipe.get("dataset") or "unknown")
+    results = [EvalResult(task_type=TASK[0], task_name=TASK[1], dataset_type=dataset, dataset_name=dataset,
+                          metric_type=name, metric_name=name, metric_value=value)
+               for name, value in (metrics or {}).items()]
+    return ModelCardData(library_name="diffusers", license=LICENSE, tags=list(TAGS), model_name=repo_id if results else None,
+                         eval_results=results or None)
 
 
 def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = None, repo_id: str | None = None,
                      sample_image: str | None = None, description: str = "") -> Path:
-    """Write README.md (a model card) into ``folder``: metadata, recipe table, metrics, usage snippet."""
+    """Write README.md (a model card) into ``folder``: metadata, usage snippet, metrics and recipe tables."""
+    from huggingface_hub import ModelCard
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     repo_id = repo_id or folder.name
-    lines = ["---", "library_name: diffusers", "license: apache-2.0",
-             "tags:", "- pytorch", "- diffusers", "- unconditional-image-generation", "- diffusion-models-class"]
-    if metrics:
-        lines += ["model-index:", f"- name: {_yaml_value(repo_id)}", "  results:",
-                  "  - task:", "      type: unconditional-image-generation",
-                  "      name: Unconditional image generation", "    dataset:",
-                  f"      name: {_yaml_value(str(recipe.get('dataset', 'unknown')))}",
-                  f"      type: {_yaml_value(str(recipe.get('dataset', 'unknown')))}", "    metrics:"]
-        for name, value in metrics.items():
-            lines += [f"    - type: {_yaml_value(name)}", f"      value: {_yaml_value(value)}",
-                      f"      name: {_yaml_value(name)}"]
-    lines += ["---", "", f"# {repo_id}", "",
+    lines = ["", f"# {repo_id}", "",
               description or "An unconditional image diffusion model trained in Unit 1 of the course.", ""]
     if sample_image:
         lines += [f"![samples]({sample_image})", ""]
@@ -82,13 +79,13 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in metrics.items()] + [""]
     lines += ["## Training recipe", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | `{v}` |" for k, v in recipe.items() if k.lower() not in ("hub_token", "token")]
+    shown = {k: v for k, v in recipe.items() if k.lower() not in SECRET_KEYS}
+    lines += [f"| {k} | `{v}` |" for k, v in shown.items()]
     lines += ["", "<details><summary>recipe.json</summary>", "", "```json",
-              json.dumps({k: v for k, v in recipe.items() if k.lower() not in ("hub_token", "token")},
-                         indent=2, ensure_ascii=False, default=str),
-              "```", "</details>", ""]
+              json.dumps(shown, indent=2, ensure_ascii=False, default=str), "```", "</details>", ""]
+    card = ModelCard(f"---\n{card_data(recipe, metrics, repo_id).to_yaml()}\n---\n" + "\n".join(lines))
     path = folder / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text(str(card), encoding="utf-8")
     return path
 
 
