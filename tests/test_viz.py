@@ -1,9 +1,14 @@
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from utils import viz
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("batch, channels, nrow, size", [
@@ -100,3 +105,18 @@ def test_plots_use_a_japanese_font():
     assert viz.use_japanese_font()
     viz.plot_losses([1.0, 0.5])
     assert "IPAexGothic" in matplotlib.rcParams["font.family"]
+
+
+def test_draw_basic_unet_labels_each_layer_with_its_measured_output():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("naive_baseline", ROOT / "benchmarks" / "naive_baseline.py")
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    net = baseline.notebook_definitions(["BasicUNet"])["BasicUNet"](channels=(4, 8, 8))  # notebook 02's model
+    fig = viz.draw_basic_unet(net)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "Conv 5×5\n1→4 ch\n28×28" in texts and "Conv 5×5\n4→8 ch\n14×14" in texts
+    assert "Conv 5×5\n8→8 ch\n7×7" in texts and "Conv 5×5\n4→1 ch\n28×28" in texts
+    assert texts.count("スキップ接続（足し算）") == 2 and texts.count("MaxPool ↓") == 2
+    plt.close(fig)

@@ -13,11 +13,12 @@ _EXPORTS = {
     "course": ["setup_course"],
     "data": ["BUTTERFLIES", "DataError", "images_to_tensor", "is_fallback", "load_image_dataset",
              "load_image_folder", "make_dataloader", "tensor_to_pil"],
-    "environment": ["repo_root", "seed_everything"],
+    "environment": ["library_versions", "repo_root", "seed_everything"],
     "hub": ["is_logged_in", "write_model_card"],
+    "recipe": ["write_recipe"],
     "sampling": ["generate"],
-    "viz": ["image_strip", "make_grid", "noise_slider", "plot_losses", "plot_schedules", "save_gif", "show_gif",
-            "upscale"],
+    "viz": ["draw_basic_unet", "image_strip", "make_grid", "noise_slider", "plot_losses", "plot_schedules",
+            "save_gif", "show_gif", "upscale"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -115,6 +115,47 @@ def plot_schedules(alphas_cumprod: dict[str, torch.Tensor]):
     return fig
 
 
+def draw_basic_unet(net, input_shape: tuple[int, ...] = (1, 1, 28, 28)):
+    """Diagram of a BasicUNet (notebook 02): each layer's output channels and resolution, the down and up paths
+    and the skip connections, measured with forward hooks on one input of ``input_shape``; returns the figure."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    use_japanese_font()
+    shapes = {}
+    layers = [*net.down_layers, *net.up_layers]
+    hooks = [layer.register_forward_hook(lambda m, i, out: shapes.__setitem__(m, tuple(out.shape[1:])))
+             for layer in layers]
+    with torch.no_grad():
+        net(torch.zeros(input_shape, device=next(net.parameters()).device))
+    for hook in hooks:
+        hook.remove()
+    n = len(net.down_layers)
+    positions = [(i, -i) for i in range(n)] + [(n + i, -(n - 1 - i)) for i in range(n)]
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for (px, py), layer in zip(positions, layers):
+        c, h, w = shapes[layer]
+        ax.add_patch(plt.Rectangle((px - 0.42, py - 0.3), 0.84, 0.6, fc="#dbe9f6", ec="#34699a"))
+        ax.text(px, py, f"Conv {layer.kernel_size[0]}×{layer.kernel_size[1]}\n{layer.in_channels}→{c} ch\n{h}×{w}",
+                ha="center", va="center", fontsize=9)
+    for k in range(len(positions) - 1):
+        (x0, y0), (x1, y1) = positions[k], positions[k + 1]
+        label = "MaxPool ↓" if y1 < y0 else ("Upsample ↑" if y1 > y0 else "")
+        start = (x0, y0 - 0.3 if y1 < y0 else y0 + 0.3 * (y1 > y0))
+        end = (x1 - 0.42 * (x1 != x0), y1 + 0.3 * (y1 < y0) - 0.3 * (y1 > y0))
+        ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color="gray"))
+        ax.text((x0 + x1) / 2 + 0.08, (y0 + y1) / 2, label, fontsize=8, color="gray")
+    for i in range(n - 1):  # skip connections: down-path layer i -> the up-path layer at the same height
+        (x0, y0), (x1, _) = positions[i], positions[2 * n - 1 - i]
+        ax.annotate("", (x1 - 0.42, y0), (x0 + 0.42, y0), arrowprops=dict(arrowstyle="->", ls="--", color="#c0504d"))
+        ax.text((x0 + x1) / 2, y0 + 0.08, "スキップ接続（足し算）", ha="center", fontsize=8, color="#c0504d")
+    ax.set_xlim(-0.7, 2 * n - 0.3)
+    ax.set_ylim(-n + 0.4, 0.6)
+    ax.axis("off")
+    ax.set_title("BasicUNet の構造（各層の出力のチャンネル数と解像度）")
+    return fig
+
+
 def log_axes(ax) -> None:
     """Logarithmic x and y axes labelled with plain numbers (0.2, 10, 20000) at 1, 2 and 5 of each decade,
     or at every tick where an axis spans less than a decade."""
