@@ -135,3 +135,48 @@ def test_missing_image_column_lists_columns():
         data._standardise_image_column(ds, None, "x")
     with pytest.raises(data.DataError, match="no column 'img'"):
         data._standardise_image_column(ds, "img", "x")
+
+
+def test_decode_images_fills_one_tensor_skips_broken_images_and_reports_grayscale():
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (12, 9), dtype=np.uint8), "L") for _ in range(5)]
+
+    def load(i):
+        if i == 2:
+            raise OSError("truncated")
+        return images[i]
+
+    out = torch.full((5, 3, 8, 8), 7, dtype=torch.uint8)
+    pixels, problems, grayscale = data.decode_images(load, 5, 8, 3, skip_unreadable=True, out=out, threads=2)
+    assert problems == ["image 2: truncated"] and grayscale
+    assert pixels.shape == (4, 3, 8, 8) and pixels.data_ptr() == out.data_ptr()  # filled in place, no copy
+    expected = torch.stack([data.preprocess_image(images[i], 8) for i in (0, 1, 3, 4)])
+    assert torch.equal(pixels.float() / 127.5 - 1, expected)
+    with pytest.raises(OSError, match="truncated"):
+        data.decode_images(load, 5, 8)
+    with pytest.raises(ValueError, match="shape"):
+        data.decode_images(load, 5, 8, out=torch.zeros(5, 1, 8, 8, dtype=torch.uint8))
+
+
+def test_image_cache_round_trip_key_and_full_disk(tmp_path, monkeypatch):
+    key = {"source": "x", "resolution": 4}
+    cache = data.ImageCache(tmp_path / "cache", key)
+    assert cache.load() is None
+    pixels = cache.create((3, 1, 4, 4))
+    pixels.copy_(torch.arange(48, dtype=torch.uint8).view(3, 1, 4, 4))
+    assert cache.load() is None  # not finished yet: a run killed while decoding leaves no usable cache
+    cache.finish(2, {"channels": 1})
+    loaded, info = data.ImageCache(tmp_path / "cache", dict(key)).load()
+    assert info == {"channels": 1} and torch.equal(loaded, pixels[:2])
+    assert data.ImageCache(tmp_path / "cache", {**key, "resolution": 8}).load() is None
+
+    usage = data.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(data.shutil, "disk_usage", lambda path: usage._replace(free=10))
+    with pytest.raises(data.DataError, match="needs 48 B in .*only 10 B free"):
+        data.ImageCache(tmp_path / "other", key).create((3, 1, 4, 4))
+
+
+def test_memory_available_reads_the_system():
+    available = data.memory_available()
+    assert available is None or available > 0
+    assert data.format_bytes(196_608) == "196.6 KB" and data.format_bytes(12) == "12 B"

@@ -265,10 +265,12 @@ def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path, capsys):
     assert "starting a new run" in capsys.readouterr().out
 
 
-def test_killed_run_resumes_to_identical_weights(data, tmp_path):
-    """SIGKILL a run right after its first checkpoint, resume it, and compare with an uninterrupted run."""
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_killed_run_resumes_to_identical_weights(data, tmp_path, storage):
+    """SIGKILL a run right after its first checkpoint, resume it, and compare with an uninterrupted run; with the
+    images in memory and in the on-disk cache (which the resumed run reuses)."""
     common = ["--max_train_steps", "24", "--checkpointing_steps", "4", "--use_ema", "--random_flip",
-              "--lr_warmup_steps", "3", "--save_images_epochs", "1000"]
+              "--lr_warmup_steps", "3", "--save_images_epochs", "1000", "--data_storage", storage]
     killed, full = tmp_path / "killed", tmp_path / "full"
     process = subprocess.Popen([sys.executable, str(SCRIPT), *cli_args(data, killed, *common)],
                                env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
@@ -294,6 +296,41 @@ def test_killed_run_resumes_to_identical_weights(data, tmp_path):
                         load_file(str(full / "checkpoint-24" / "model.safetensors")))
     assert recipe(killed)["images_seen"] == recipe(full)["images_seen"]
     assert recipe(killed)["final_loss"] == recipe(full)["final_loss"]
+    assert recipe(killed)["image_storage"] == storage
+    assert (len(list((killed / ".image-cache").glob("*.u8"))) == 1) == (storage == "disk")
+
+
+def test_images_on_disk_train_exactly_like_images_in_memory(data, tmp_path, capsys, monkeypatch):
+    common = ["--max_train_steps", "3", "--random_flip", "--channels", "1"]
+    assert run(data, tmp_path / "memory", *common, "--data_storage", "memory") == 0
+    assert "kept in memory (--data_storage memory)" in capsys.readouterr().out
+    monkeypatch.setattr(script, "memory_available", lambda: 999)  # auto: 10 images at 8 px do not "fit" in 999 B
+    assert run(data, tmp_path / "disk", *common) == 0
+    out = capsys.readouterr().out
+    assert "kept in an on-disk cache" in out and "640 B would take more than half of the 999 B of memory available" in out
+    assert_same_weights(unet_weights(tmp_path / "disk"), unet_weights(tmp_path / "memory"))
+    assert recipe(tmp_path / "disk")["image_storage"] == "disk"
+    assert recipe(tmp_path / "disk")["skipped_images"] == recipe(tmp_path / "memory")["skipped_images"] == 2
+
+    assert run(data, tmp_path / "disk", *common, "--overwrite_output_dir") == 0  # the same data: decoded once
+    assert "reusing the decoded images" in capsys.readouterr().out
+    assert_same_weights(unet_weights(tmp_path / "disk"), unet_weights(tmp_path / "memory"))
+    assert run(data, tmp_path / "disk", *common, "--overwrite_output_dir", "--resolution", "16") == 0
+    assert "reusing" not in capsys.readouterr().out  # another resolution is other data
+    assert len(list((tmp_path / "disk" / ".image-cache").glob("*.u8"))) == 1  # the old cache was replaced
+
+
+def test_a_cache_that_cannot_be_written_stops_with_a_message(data, tmp_path, capsys, monkeypatch):
+    import shutil as shutil_module
+
+    from utils import data as data_module
+
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(data_module.shutil, "disk_usage", lambda path: usage._replace(free=100))
+    assert run(data, tmp_path / "full-disk", "--max_train_steps", "1", "--data_storage", "disk") == 2
+    error = capsys.readouterr().err
+    assert "on-disk image cache needs" in error and "only 100 B free" in error and "--max_train_samples" in error
+    assert not list((tmp_path / "full-disk").glob("unet"))  # nothing trained
 
 
 def test_two_cpu_processes_train_different_shards_in_sync(data, tmp_path):

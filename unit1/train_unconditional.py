@@ -43,7 +43,17 @@ from utils.checkpoints import (
     save_checkpoint,
     save_pipeline_atomically,
 )
-from utils.data import BUTTERFLIES, DataError, decode_images, find_images, is_fallback, load_image_dataset
+from utils.data import (
+    BUTTERFLIES,
+    DataError,
+    ImageCache,
+    decode_images,
+    find_images,
+    format_bytes,
+    is_fallback,
+    load_image_dataset,
+    memory_available,
+)
 from utils.environment import cuda_usable, describe_device, is_online, library_versions
 from utils.hub import is_logged_in, push_folder, write_model_card
 from utils.recipe import write_recipe
@@ -270,7 +280,7 @@ def set_up(args, argv=()) -> Run:
 
     # Data: decoded once, then every process reads its own shard straight from memory.
     with accelerator.main_process_first():  # one process downloads, the others read its cache
-        images, data_info = load_images(args, verbose=accelerator.is_local_main_process)
+        images, data_info = load_images(args, output_dir, verbose=accelerator.is_local_main_process)
     batches = ShardedBatches(images, args.train_batch_size, seed=args.seed, rank=accelerator.process_index,
                              world_size=accelerator.num_processes)
     accumulation = args.gradient_accumulation_steps
@@ -472,6 +482,7 @@ def build_recipe(run: Run, args, unet, processes: list[dict]) -> dict:
     return {
         "command": run.command, **recorded_args(args), "dataset": info["dataset"], "dataset_fallback": info["fallback"],
         "num_train_images": info["num_train_images"], "skipped_images": info["skipped_images"],
+        "image_storage": info["storage"],
         "channels": info["channels"], "model_size": "custom" if args.model_config_name_or_path else args.model_size,
         "model_config": {k: v for k, v in unet.config.items() if not k.startswith("_")},
         "num_parameters": count_parameters(unet),
@@ -529,6 +540,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "(default: squash the whole image to a square). Not the Diffusers example's --center_crop, "
                       "whose default is a random crop: here images are decoded once, before training.")
     data.add_argument("--random_flip", action="store_true", help="Mirror training images horizontally at random.")
+    data.add_argument("--data_storage", default="auto", choices=("auto", "memory", "disk"), help="Where the decoded "
+                      "images live: in memory, or in an on-disk cache under output_dir (memory-mapped, reused when "
+                      "the run resumes). auto: on disk when they would take more than half of the free memory.")
     data.add_argument("--decode_threads", type=int, default=1, help="Threads that decode and resize the images "
                       "once before training (batches then come straight from memory, with no DataLoader workers).")
 
@@ -683,32 +697,76 @@ def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", s
 
 
 # ---------------------------------------------------------------- data
-def load_images(args, verbose: bool) -> tuple[torch.Tensor, dict]:
-    """Decode and resize every training image once -> uint8 tensor (N, C, R, R) and a description."""
+def image_source(args, verbose: bool):
+    """(load, count, unreadable, info, fingerprint): ``load(i)`` opens training image ``i`` as a PIL image."""
     if args.train_data_dir:
         paths, unreadable = find_images(args.train_data_dir)  # DataError for a missing or empty folder
         paths = paths[:args.max_train_samples]
-        load, count = (lambda i: Image.open(paths[i])), len(paths)
         info = {"dataset": str(args.train_data_dir), "fallback": None}
-    else:
-        name = args.dataset_name or BUTTERFLIES
-        dataset = load_image_dataset(name, "train", image_column=args.image_column, config_name=args.dataset_config_name,
-                                     max_samples=args.max_train_samples, verbose=verbose)
-        unreadable = []
-        load, count = (lambda i: dataset[i]["image"]), len(dataset)
-        info = {"dataset": name, "fallback": dataset.info.description if is_fallback(dataset) else None}
-    images, problems, grayscale = decode_images(load, count, args.resolution, args.channels or 3, args.crop_to_square,
-                                                args.decode_threads, skip_unreadable=True)
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+        return (lambda i: Image.open(paths[i])), len(paths), unreadable, info, stats
+    name = args.dataset_name or BUTTERFLIES
+    dataset = load_image_dataset(name, "train", image_column=args.image_column, config_name=args.dataset_config_name,
+                                 max_samples=args.max_train_samples, verbose=verbose)
+    info = {"dataset": name, "fallback": dataset.info.description if is_fallback(dataset) else None}
+    fingerprint = getattr(dataset, "_fingerprint", None) if dataset.cache_files else info["fallback"]
+    return (lambda i: dataset[i]["image"]), len(dataset), [], info, fingerprint
+
+
+def choose_storage(requested: str, needed: int) -> tuple[str, str]:
+    """'memory' or 'disk' for ``needed`` bytes of decoded images, and why (for the output)."""
+    if requested != "auto":
+        return requested, f"--data_storage {requested}"
+    available = memory_available()
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # each process on this machine holds its own copy
+    if available is None:
+        return "memory", "the available memory is unknown here"
+    if needed * processes > available / 2:
+        return "disk", (f"{format_bytes(needed * processes)} would take more than half of the "
+                        f"{format_bytes(available)} of memory available (--data_storage memory forces RAM)")
+    return "memory", f"it fits in the {format_bytes(available)} of memory available"
+
+
+def load_images(args, output_dir: Path, verbose: bool) -> tuple[torch.Tensor, dict]:
+    """Decode and resize every training image once -> uint8 tensor (N, C, R, R) and a description.
+
+    The tensor lives in memory, or in an on-disk cache under output_dir (memory-mapped, reused by a later run on the
+    same data) when the decoded images would not fit comfortably in memory. Both give the same batches.
+    """
+    load, count, unreadable, info, fingerprint = image_source(args, verbose)
+    shape = (count, args.channels or 3, args.resolution, args.resolution)  # grayscale is found while decoding
+    storage, why = choose_storage(args.data_storage, int(np.prod(shape)))
+    out, cache = None, None
+    if storage == "disk":
+        key = {"source": info["dataset"], "config": args.dataset_config_name, "column": args.image_column,
+               "fingerprint": fingerprint, "count": count, "resolution": args.resolution, "channels": args.channels,
+               "crop_to_square": args.crop_to_square}
+        cache = ImageCache(output_dir / ".image-cache", key)
+        found = cache.load()
+        if found is not None:
+            images, info = found
+            if verbose:
+                print(f"{len(images)} training images, {info['channels']} channel(s), {args.resolution} px: reusing "
+                      f"the decoded images in {cache.path} ({why})")
+            return images[:, :info["channels"]], info
+        out = cache.create(shape)
+    images, problems, grayscale = decode_images(load, count, args.resolution, shape[1], args.crop_to_square,
+                                                args.decode_threads, skip_unreadable=True, out=out)
     skipped = len(unreadable) + len(problems)
     if not len(images):
         raise DataError(f"None of the {count + len(unreadable)} images of {info['dataset']!r} could be read.")
     channels = args.channels or (1 if grayscale else 3)
-    images = images[:, :channels].contiguous()
+    info = {**info, "num_train_images": len(images), "skipped_images": skipped, "channels": channels,
+            "storage": storage}
+    if cache is not None:
+        cache.finish(len(images), info)
     if verbose:
+        where = f"in an on-disk cache, {cache.path}" if cache is not None else "in memory"
         example = str(unreadable[0]) if unreadable else (problems[0] if problems else "")
-        print(f"{len(images)} training images, {channels} channel(s), {args.resolution} px"
+        print(f"{len(images)} training images, {channels} channel(s), {args.resolution} px, "
+              f"{format_bytes(images[:, :channels].numel())} decoded, kept {where} ({why})"
               + (f"; skipped {skipped} unreadable image(s), e.g. {example}" if skipped else ""))
-    return images, {**info, "num_train_images": len(images), "skipped_images": skipped, "channels": channels}
+    return images[:, :channels], info  # a grayscale view of the decoded array, not a copy
 
 
 def main(argv=None) -> int:

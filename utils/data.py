@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,17 +70,21 @@ UNREADABLE = (OSError, ValueError, SyntaxError)  # what PIL raises for truncated
 
 
 def decode_images(load, count: int, size: int, channels: int = 3, center_crop: bool = False, threads: int = 1,
-                  skip_unreadable: bool = False) -> tuple[torch.Tensor, list[str], bool]:
+                  skip_unreadable: bool = False, out: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str], bool]:
     """Decode and resize ``count`` images once, straight into one uint8 tensor (count, channels, size, size).
 
     ``load(i)`` returns image ``i`` as a PIL image. ``threads`` decode in parallel (PIL releases the GIL).
+    ``out`` is the tensor to fill (e.g. one backed by an on-disk ImageCache); by default a new one in memory.
     Returns (pixels, problems, grayscale): with ``skip_unreadable``, images that fail to decode are left out and
     described in ``problems`` (else the error propagates); ``grayscale`` is True when every decoded image had a
     mode without colour. No per-image list of tensors is kept: peak memory is the output plus one image per thread.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    pixels = torch.empty((count, channels, size, size), dtype=torch.uint8)
+    pixels = torch.empty((count, channels, size, size), dtype=torch.uint8) if out is None else out
+    if pixels.shape != (count, channels, size, size) or pixels.dtype != torch.uint8:
+        raise ValueError(f"out must be a uint8 tensor of shape {(count, channels, size, size)}, got "
+                         f"{pixels.dtype} {tuple(pixels.shape)}.")
     array = pixels.numpy()
 
     def decode(index: int):
@@ -104,6 +109,97 @@ def decode_images(load, count: int, size: int, channels: int = 3, center_crop: b
         pixels = pixels[:len(good)]
     grayscale = all(result is True for result in results if not isinstance(result, str))
     return pixels, problems, grayscale
+
+
+# ---------------------------------------------------------------- where decoded images live
+def memory_available() -> int | None:
+    """Bytes of memory the system can still give this process (Linux MemAvailable; psutil elsewhere), or None."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+class ImageCache:
+    """Decoded images as one uint8 array in a file, memory-mapped: datasets larger than the RAM still train.
+
+    The file is ``<folder>/<key digest>.u8`` with a description ``.json`` beside it, written once the array is
+    complete and flushed, so a run killed while decoding never leaves a cache that looks usable. A later run with
+    the same ``key`` (the same data, resolution and preprocessing) reuses it instead of decoding again.
+    """
+
+    def __init__(self, folder: str | os.PathLike, key: dict):
+        import hashlib
+        import json
+
+        self.folder, self.key = Path(folder), key
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.path, self.description = self.folder / f"{digest}.u8", self.folder / f"{digest}.json"
+
+    def load(self) -> tuple[torch.Tensor, dict] | None:
+        """The finished cache for this key as a tensor and the info saved with it, or None when there is none."""
+        import json
+
+        if not (self.description.is_file() and self.path.is_file()):
+            return None
+        saved = json.loads(self.description.read_text())
+        if saved.get("key") != json.loads(json.dumps(self.key, default=str)):
+            return None
+        array = np.memmap(self.path, dtype=np.uint8, mode="c", shape=tuple(saved["shape"]))  # copy-on-write
+        return torch.from_numpy(array)[:saved["count"]], saved["info"]
+
+    def create(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A zero-filled uint8 tensor of ``shape`` backed by the cache file; DataError when it cannot be written."""
+        needed = int(np.prod(shape))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for old in [*self.folder.glob("*.json"), *self.folder.glob("*.u8")]:  # one cache per folder: the newest
+                old.unlink()
+            free = shutil.disk_usage(self.folder).free
+            if free < needed:
+                raise OSError(28, f"only {format_bytes(free)} free")
+            with open(self.path, "wb") as file:
+                try:  # reserve the blocks now: a full disk then fails here, not as a crash while decoding
+                    os.posix_fallocate(file.fileno(), 0, needed)
+                except (AttributeError, OSError) as exc:
+                    if isinstance(exc, OSError) and exc.errno not in (95, 22):  # EOPNOTSUPP/EINVAL: not supported
+                        raise
+                    file.truncate(needed)
+        except OSError as exc:
+            raise DataError(f"The on-disk image cache needs {format_bytes(needed)} in {self.folder}, but it cannot "
+                            f"be written there ({exc.strerror or exc}). Free space there or choose another "
+                            "--output_dir, or train on fewer or smaller images (--max_train_samples, --resolution, "
+                            "--channels 1).") from exc
+        self._array = np.memmap(self.path, dtype=np.uint8, mode="r+", shape=shape)
+        return torch.from_numpy(self._array)
+
+    def finish(self, count: int, info: dict) -> None:
+        """Flush the array made by create (its first ``count`` images are valid) and write the description that
+        marks the cache as complete."""
+        import json
+
+        self._array.flush()
+        with open(self.path, "rb+") as file:
+            os.fsync(file.fileno())
+        record = {"key": self.key, "shape": list(self._array.shape), "count": count, "info": info}
+        tmp = self.description.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        os.replace(tmp, self.description)
 
 
 def images_to_tensor(images, size: int, channels: int = 3, center_crop: bool = False,
