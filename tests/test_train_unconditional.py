@@ -265,6 +265,7 @@ def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path, capsys):
     assert "starting a new run" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["memory", "disk"])
 def test_killed_run_resumes_to_identical_weights(data, tmp_path, storage):
     """SIGKILL a run right after its first checkpoint, resume it, and compare with an uninterrupted run; with the
@@ -333,6 +334,7 @@ def test_a_cache_that_cannot_be_written_stops_with_a_message(data, tmp_path, cap
     assert not list((tmp_path / "full-disk").glob("unet"))  # nothing trained
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_different_shards_in_sync(data, tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT),
