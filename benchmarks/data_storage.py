@@ -5,8 +5,9 @@ images, repeated under other names beyond that, so decoding costs the same per f
 script's own ``set_up`` and ``training_loop`` in a fresh process per variant, with ``--data_storage memory`` and
 ``--data_storage disk``. Each worker reports:
 
-* peak RSS (``ru_maxrss``): every page the process touched, including pages of the memory-mapped cache file,
-  which the kernel can drop and re-read at will (page cache);
+* peak RSS (``ru_maxrss``) after the set-up (the images decoded, no training step yet) and after training:
+  every page the process touched, including pages of the memory-mapped cache file, which the kernel can drop
+  and re-read at will (page cache); training adds the model's activations;
 * anonymous memory (``RssAnon`` of /proc/self/status, the larger of after decoding and after training): memory
   only this process holds and that cannot be dropped -- what runs out on a machine with too little RAM;
 * steps/s of the timed steps after one warm-up step (the cache is warm: decoding just wrote it).
@@ -85,6 +86,7 @@ def measure(args) -> dict:
     run = script.set_up(settings, argv)
     setup_seconds = time.perf_counter() - start
     anonymous = anonymous_memory()
+    setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # decoding done, no training yet
     script.training_loop(run, settings, num_steps=1)  # warm-up
     start = time.perf_counter()
     script.training_loop(run, settings, num_steps=args.steps)
@@ -93,7 +95,7 @@ def measure(args) -> dict:
     result = {"storage": run.data_info["storage"], "count": len(run.images), "size": args.size,
               "decoded_bytes": run.images.numel(), "setup_seconds": setup_seconds,
               "steps_per_second": args.steps / seconds,
-              "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              "setup_peak_rss_bytes": setup_peak, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "anonymous_bytes": anonymous}
     shutil.rmtree(output)
     return result
@@ -145,21 +147,23 @@ def main(argv=None) -> None:
 
     print(f"\n--model_size {args.model_size}, batch {args.batch_size}, {args.steps} timed steps after 1 warm-up, "
           f"medians of {args.repeats} run(s)")
-    print("| images | px | storage | decoded (GB) | peak RSS (GB) | anonymous (GB) | steps/s | set-up (s) |\n"
-          "|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("| images | px | storage | decoded (GB) | peak RSS after set-up (GB) | peak RSS (GB) | anonymous (GB) | "
+          "steps/s | set-up (s) |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['count']:,} | {r['size']} | {r['storage']} | {r['decoded_bytes'] / 1e9:.2f} | "
-              f"{r['peak_rss_bytes'] / 1e9:.2f} | {r['anonymous_bytes'] / 1e9:.2f} | {r['steps_per_second']:.2f} | "
-              f"{r['setup_seconds']:.1f} |")
+              f"{r.get('setup_peak_rss_bytes', float('nan')) / 1e9:.2f} | {r['peak_rss_bytes'] / 1e9:.2f} | "
+              f"{r['anonymous_bytes'] / 1e9:.2f} | {r['steps_per_second']:.2f} | {r['setup_seconds']:.1f} |")
     for size in args.sizes:
         for storage in args.storages:
             points = sorted((r["count"], r) for r in rows if r["size"] == size and r["storage"] == storage)
             if len(points) >= 2:
                 (_, low), (_, high) = points[0], points[-1]
-                growth = high["peak_rss_bytes"] - low["peak_rss_bytes"]
                 decoded = high["decoded_bytes"] - low["decoded_bytes"]
-                print(f"{size} px, {storage}: peak RSS grows {growth / 1e9:.2f} GB from {low['count']:,} to "
-                      f"{high['count']:,} images = {growth / decoded:.2f}x the {decoded / 1e9:.2f} GB decoded in between")
+                for when in ("setup_peak_rss_bytes", "peak_rss_bytes"):
+                    growth = high[when] - low[when]
+                    print(f"{size} px, {storage}: peak RSS {'after set-up' if when.startswith('setup') else 'at the end'}"
+                          f" grows {growth / 1e9:.2f} GB from {low['count']:,} to {high['count']:,} images = "
+                          f"{growth / decoded:.2f}x the {decoded / 1e9:.2f} GB decoded in between")
     for size in args.sizes:
         for count in args.counts:
             speeds = {r["storage"]: r["steps_per_second"] for r in rows if r["size"] == size and r["count"] == count}
