@@ -439,7 +439,10 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
         images = images[:max_samples]
         labels = None if labels is None else labels[:max_samples]
     if verbose:
-        why = "オフラインのため" if error is None else f"Hub から読み込めなかったため（{error_summary(error)}）"
+        if error is None or not online:  # offline: not even in the local cache (the usual case, not a failure)
+            why = "オフラインのため"
+        else:
+            why = f"Hub から読み込めなかったため（{error_summary(error)}）"
         print(f"⚠ {why}、{name} の代わりに {description} を使います（オフライン用の代替データ）。")
     dataset = _to_image_dataset(images, labels, f"{FALLBACK_PREFIX}: {description}")
     return _standardise_image_column(dataset, image_column, name)  # a wrong column fails as it would online
