@@ -783,4 +783,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Several processes (torchrun, accelerate launch): the run is saved and the process group destroyed, but
+        # interpreter teardown can still hang in gloo once the other process is gone; end here instead.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
