@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -172,12 +173,12 @@ class ImageCache:
                 old.unlink()
             free = shutil.disk_usage(self.folder).free
             if free < needed:
-                raise OSError(28, f"only {format_bytes(free)} free")
+                raise OSError(errno.ENOSPC, f"only {format_bytes(free)} free")
             with open(self.path, "wb") as file:
                 try:  # reserve the blocks now: a full disk then fails here, not as a crash while decoding
                     os.posix_fallocate(file.fileno(), 0, needed)
                 except (AttributeError, OSError) as exc:
-                    if isinstance(exc, OSError) and exc.errno not in (95, 22):  # EOPNOTSUPP/EINVAL: not supported
+                    if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # unsupported
                         raise
                     file.truncate(needed)
         except OSError as exc:
