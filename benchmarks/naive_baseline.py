@@ -118,6 +118,7 @@ def main(argv=None) -> dict:
         "num_parameters": sum(p.numel() for p in net.parameters()),
         "prediction_type": "sample (naive: uniform noise, no timestep)", "sampler": "naive",
         "num_inference_steps": args.sampling_steps, "guide_step": None, "guidance_scale": 1.0,
+        "network_evaluations": args.sampling_steps,
         "learning_rate": args.learning_rate, "train_batch_size": args.batch_size,
         "effective_batch_size": args.batch_size, "device": describe_device("cpu"), "num_processes": 1,
         "mixed_precision": "no", "train_minutes": round(train_seconds / 60, 3),

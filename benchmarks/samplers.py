@@ -1,16 +1,22 @@
 """Compare samplers on a trained pipeline: sample quality and seconds per image at several step counts.
 
     python benchmarks/samplers.py PIPELINE_DIR [--num_samples 100] [--output_dir unit1/images]
+    python benchmarks/samplers.py PIPELINE_DIR --guidance_scale 1.5 --settings ddpm:250 dpm++:25 heun:13 \
+        dpm++:40@0-700
 
-Runs DDPM at 1000 steps and DDIM, DPM-Solver++ and Euler at 50 / 20 / 10 steps from the same starting
-noise, scores each sample set with utils.metrics (the digit metric for 1-channel models; Inception FID for
-RGB models needs --reference_dataset and torch-fidelity, otherwise only the time is reported), and writes
-samplers.md (a table with the command that made it) and samplers.png (quality against steps and time).
+Runs DDPM at 1000 steps and DDIM, DPM-Solver++ and Euler at 50 / 20 / 10 steps (or the --settings given)
+from the same starting noise, scores each sample set with utils.metrics (the digit metric for 1-channel
+models; Inception FID for RGB models needs --reference_dataset and torch-fidelity, otherwise only the time is
+reported), and writes samplers.md (a table with the command that made it), samplers.json (its numbers) and
+samplers.png (quality against
+network evaluations per image and against time). A setting is SAMPLER:STEPS, or SAMPLER:STEPS@LO-HI to apply
+autoguidance only at the timesteps LO <= t <= HI.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -22,9 +28,43 @@ if __package__ in (None, ""):  # run as a script: make the course's utils import
 import torch  # noqa: E402
 
 from utils.metrics import MetricUnavailable, digit_metrics, inception_metrics  # noqa: E402
-from utils.sampling import GUIDE_FOLDER, generate, load_guide, make_scheduler  # noqa: E402
+from utils.sampling import (  # noqa: E402
+    GUIDE_FOLDER,
+    SAMPLERS,
+    generate,
+    load_guide,
+    make_scheduler,
+    network_evaluations,
+)
 
-SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "euler": "Euler"}
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++ 2M", "dpm++3m": "DPM-Solver++ 3M",
+                 "dpm++sde": "DPM-Solver++ SDE", "unipc": "UniPC",
+                 "euler": "Euler", "euler-a": "Euler ancestral", "heun": "Heun"}
+
+
+def parse_setting(text: str) -> dict:
+    """'dpm++:25' -> {'sampler': 'dpm++', 'steps': 25, 'interval': None}; 'dpm++:40@0-700' adds (0.0, 700.0)."""
+    try:
+        sampler, rest = text.split(":", 1)
+        steps, _, interval = rest.partition("@")
+        steps = int(steps)
+        bounds = tuple(float(v) for v in interval.split("-", 1)) if interval else None
+        if bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SAMPLER:STEPS or SAMPLER:STEPS@LO-HI (e.g. dpm++:25 or "
+                                         "dpm++:40@0-700, with LO <= HI)") from None
+    if sampler not in SAMPLERS:
+        raise argparse.ArgumentTypeError(f"unknown sampler {sampler!r} in {text!r}: choose one of {', '.join(SAMPLERS)}")
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of steps must be at least 1")
+    return {"sampler": sampler, "steps": steps, "interval": bounds}
+
+
+def setting_label(row: dict) -> str:
+    interval = row.get("interval")
+    suffix = f"（ガイドは t = {interval[0]:g}〜{interval[1]:g} だけ）" if interval else ""
+    return SAMPLER_NAMES[row["sampler"]] + suffix
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,9 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="images per sampler setting (kept small for CPUs, where DDPM's 1000 steps dominate "
                              "the time; use 1000 for numbers comparable with the leaderboard)")
     parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--samplers", nargs="+", default=["ddim", "dpm++", "euler"], choices=tuple(SAMPLER_NAMES))
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "dpm++", "euler"], choices=SAMPLERS)
     parser.add_argument("--steps", type=int, nargs="+", default=[50, 20, 10])
     parser.add_argument("--ddpm_steps", type=int, default=1000, help="steps of the DDPM reference (0: skip it)")
+    parser.add_argument("--settings", nargs="+", type=parse_setting, metavar="SAMPLER:STEPS[@LO-HI]",
+                        help="measure exactly these settings instead of --samplers x --steps and the DDPM reference")
     parser.add_argument("--reference_dataset", help="for RGB models: a Hub dataset name whose images the samples "
                         "are compared with (Inception FID; needs torch-fidelity)")
     parser.add_argument("--guidance_scale", type=float, default=1.0,
@@ -79,7 +121,8 @@ def score(samples: torch.Tensor, reference: torch.Tensor | None) -> dict[str, fl
         return {}
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: argparse.Namespace, on_row=None) -> list[dict]:
+    """Measure every setting; ``on_row(rows)`` is called after each one (main writes the results so far)."""
     pipeline = load_pipeline(args.pipeline_dir)
     unet = pipeline.unet.eval()
     guide = load_guide(args.pipeline_dir) if args.guidance_scale != 1 else None
@@ -88,21 +131,26 @@ def run(args: argparse.Namespace) -> list[dict]:
                          f"{args.pipeline_dir / GUIDE_FOLDER}, which does not exist. Train with --guide_step N, or "
                          "leave --guidance_scale at 1.")
     reference = load_reference(args.reference_dataset, unet, args.num_samples)
-    settings = [("ddpm", args.ddpm_steps)] if args.ddpm_steps else []
-    settings += [(sampler, steps) for sampler in args.samplers for steps in args.steps]
+    settings = args.settings or (
+        ([{"sampler": "ddpm", "steps": args.ddpm_steps, "interval": None}] if args.ddpm_steps else [])
+        + [{"sampler": sampler, "steps": steps, "interval": None} for sampler in args.samplers for steps in args.steps])
     rows = []
-    for sampler, steps in settings:
-        scheduler = make_scheduler(sampler, pipeline.scheduler.config)
+    for setting in settings:
+        scheduler = make_scheduler(setting["sampler"], pipeline.scheduler.config)
+        evaluations = network_evaluations(scheduler, setting["steps"], guided=guide is not None,
+                                          guide_interval=setting["interval"])
         start, start_cpu = time.perf_counter(), time.process_time()
-        samples = generate(unet, scheduler, args.num_samples, steps, batch_size=args.batch_size,
+        samples = generate(unet, scheduler, args.num_samples, setting["steps"], batch_size=args.batch_size,
                            generator=torch.Generator().manual_seed(args.seed), progress=True, guide=guide,
-                           guidance_scale=args.guidance_scale)
-        rows.append({"sampler": sampler, "steps": steps,
+                           guidance_scale=args.guidance_scale, guide_interval=setting["interval"])
+        rows.append({**setting, "evaluations": evaluations,
                      "seconds_per_image": (time.perf_counter() - start) / args.num_samples,
                      "cpu_seconds_per_image": (time.process_time() - start_cpu) / args.num_samples,
                      **score(samples, reference)})
-        print(f"{SAMPLER_NAMES[sampler]:>12} {steps:4d} steps: "
-              + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k not in ("sampler", "steps")), flush=True)
+        print(f"{setting_label(setting)} {setting['steps']} steps, {evaluations} evaluations: "
+              + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if isinstance(v, float)), flush=True)
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -111,17 +159,17 @@ def _format(value, digits: int = 3) -> str:
 
 
 def markdown_table(rows: list[dict], args: argparse.Namespace, command: str) -> str:
-    lines = ["| サンプラー | ステップ数 | FID ↓ | 下限比 | coverage | 確信度 | 秒/枚（実時間） | CPU 秒/枚 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| サンプラー | ステップ数 | ネットワーク評価回数/枚 | FID ↓ | 下限比 | coverage | 確信度 | 秒/枚（実時間） "
+             "| CPU 秒/枚 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         fid, floor = row.get("fid"), row.get("fid_floor")
         ratio = f"{fid / floor:.2f}×" if fid is not None and floor else "—"
-        lines.append(f"| {SAMPLER_NAMES[row['sampler']]} | {row['steps']} | {_format(fid)} | {ratio} | "
+        lines.append(f"| {setting_label(row)} | {row['steps']} | {row['evaluations']} | {_format(fid)} | {ratio} | "
                      f"{_format(row.get('coverage'))} | {_format(row.get('confidence'))} | "
                      f"{row['seconds_per_image']:.3g} | {row['cpu_seconds_per_image']:.3g} |")
     floor = next((row["fid_floor"] for row in rows if "fid_floor" in row), None)
     guided = (f"すべての設定で、自分の早い段階の重み（{GUIDE_FOLDER}/）に導かせる autoguidance を強さ "
-              f"{args.guidance_scale:g} で使っています（1 ステップにモデルを 2 回使います）。"
+              f"{args.guidance_scale:g} で使っています（ガイドするステップではモデルを 2 回使い、評価回数も 2 回と数えます）。"
               if args.guidance_scale != 1 else "")
     lines += ["", f"各設定で同じ初期ノイズから {args.num_samples} 枚を生成し、評価しました"
               + (f"（本物どうしの FID の下限は {floor:.3g}）。" if floor is not None else "。") + guided,
@@ -132,7 +180,7 @@ def markdown_table(rows: list[dict], args: argparse.Namespace, command: str) -> 
 
 
 def plot(rows: list[dict]):
-    """Quality against the number of steps and against CPU seconds per image; returns the figure."""
+    """Quality against network evaluations and against CPU seconds per image; returns the figure."""
     import matplotlib.pyplot as plt
 
     from utils.viz import log_axes, use_japanese_font
@@ -140,24 +188,22 @@ def plot(rows: list[dict]):
     use_japanese_font()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     scored = [row for row in rows if "fid" in row]
-    for sampler in dict.fromkeys(row["sampler"] for row in scored):
-        points = sorted((row["steps"], row["cpu_seconds_per_image"], row["fid"]) for row in scored
-                        if row["sampler"] == sampler)
-        steps, seconds, fid = zip(*points)
-        style = dict(marker="*", markersize=14, linestyle="none") if sampler == "ddpm" else dict(marker="o")
-        axes[0].plot(steps, fid, label=SAMPLER_NAMES[sampler], **style)
-        axes[1].plot(seconds, fid, label=SAMPLER_NAMES[sampler], **style)
+    for label in dict.fromkeys(setting_label(row) for row in scored):
+        points = sorted((row["evaluations"], row["cpu_seconds_per_image"], row["fid"]) for row in scored
+                        if setting_label(row) == label)
+        evaluations, seconds, fid = zip(*points)
+        style = dict(marker="*", markersize=14, linestyle="none") if label == "DDPM" else dict(marker="o")
+        axes[0].plot(evaluations, fid, label=label, **style)
+        axes[1].plot(seconds, fid, label=label, **style)
     floors = [row["fid_floor"] for row in scored if "fid_floor" in row]
-    for ax, label in zip(axes, ("サンプリングのステップ数", "1 枚あたりの CPU 時間（秒、全スレッドの合計）")):
+    for ax, label in zip(axes, ("1 枚あたりのネットワーク評価回数", "1 枚あたりの CPU 時間（秒、全スレッドの合計）")):
         if floors:
             ax.axhline(sum(floors) / len(floors), color="gray", linestyle="--", label="本物どうし（下限）")
         log_axes(ax)
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_xticks(sorted({row["steps"] for row in scored}), labels=None)
-    axes[0].xaxis.set_minor_formatter("")
     axes[0].set_ylabel("FID（小さいほど良い）")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.suptitle("サンプラーごとの品質と速さ")
     fig.tight_layout()
     return fig
@@ -168,16 +214,25 @@ def main(argv=None) -> int:
     if args.num_samples < 10 or args.batch_size < 1 or min(args.steps) < 1:
         raise SystemExit("error: --num_samples must be at least 10, --batch_size and --steps at least 1.")
     command = " ".join(["python benchmarks/samplers.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
-    rows = run(args)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows, args, command)
-    (args.output_dir / "samplers.md").write_text(table, encoding="utf-8")
-    print(table)
+
+    def write(rows: list[dict]) -> None:  # after every setting, so an interrupted run keeps what it measured
+        (args.output_dir / "samplers.md").write_text(markdown_table(rows, args, command), encoding="utf-8")
+        (args.output_dir / "samplers.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1)
+                                                       + "\n", encoding="utf-8")  # the numbers behind both
+        if any("fid" in row for row in rows):
+            import matplotlib.pyplot as plt
+
+            figure = plot(rows)
+            figure.savefig(args.output_dir / "samplers.png", dpi=120)
+            plt.close(figure)
+
+    rows = run(args, on_row=write)
+    print(markdown_table(rows, args, command))
     if any("fid" in row for row in rows):
-        plot(rows).savefig(args.output_dir / "samplers.png", dpi=120)
-        print(f"wrote {args.output_dir / 'samplers.md'} and {args.output_dir / 'samplers.png'}")
+        print(f"wrote {args.output_dir / 'samplers.md'}, samplers.json and samplers.png")
     else:
-        print(f"wrote {args.output_dir / 'samplers.md'} (no quality metric, so no figure)")
+        print(f"wrote {args.output_dir / 'samplers.md'} and samplers.json (no quality metric, so no figure)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Training throughput of unit1/train_unconditional.py's step against a plain loop, side by side.
 
-Both variants train the course's 32 px UNet ("small", 18.5 M parameters) on the same data -- a 🤗 datasets
+Both variants train the course's 32 px UNet ("small", 18.5 M parameters; --model_size for another) on the same data -- a 🤗 datasets
 Dataset of PNG-encoded images, as a Hub dataset stores them (the generated butterfly stand-in, so it runs
 offline; --source_size sets how large the stored images are) -- with the same batch size, AdamW settings,
 gradient clipping, cosine learning-rate schedule and EMA. They differ in how the step is written:
@@ -21,6 +21,11 @@ machine; with --threads 1 it is not inflated by threads waiting for one another.
 
     python benchmarks/train_throughput.py                       # 3 repeats x (1 warm-up + 3 timed steps)
     python benchmarks/train_throughput.py --repeats 5 --steps 5 --torch_compile
+    python benchmarks/train_throughput.py --variants script script-bf16 --model_size micro-conv --resolution 28 \
+        --channels 1 --batch_size 32               # bf16 autocast against float32, the script's step alone
+
+The variant script-bf16 is the script with --mixed_precision bf16; the speed-up printed is that of the second
+variant over the first.
 """
 
 from __future__ import annotations
@@ -38,18 +43,21 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("plain", "script", "script-bf16")
 sys.path.insert(0, str(ROOT))
 
 
-def make_dataset(num_images: int, source_size: int):
-    """The butterfly stand-in as a datasets.Dataset whose images are stored PNG-encoded."""
+def make_dataset(num_images: int, source_size: int, channels: int = 3):
+    """The butterfly stand-in as a datasets.Dataset whose images are stored PNG-encoded (grayscale for 1 channel)."""
     from datasets import Dataset, Features
     from datasets import Image as ImageFeature
 
     from utils.data import synthetic_butterflies
 
-    features = Features({"image": ImageFeature()})
-    return Dataset.from_dict({"image": synthetic_butterflies(num_images, size=source_size)}, features=features)
+    images = synthetic_butterflies(num_images, size=source_size)
+    if channels == 1:
+        images = [image.convert("L") for image in images]
+    return Dataset.from_dict({"image": images}, features=Features({"image": ImageFeature()}))
 
 
 def plain_loop(dataset, args, device):
@@ -62,7 +70,7 @@ def plain_loop(dataset, args, device):
     from utils.data import preprocess_image
     from utils.training import build_unet, unet_config
 
-    model = build_unet(unet_config("small"), args.resolution, 3).to(device)
+    model = build_unet(unet_config(args.model_size), args.resolution, args.channels).to(device)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=500, num_training_steps=10_000)
@@ -106,11 +114,13 @@ def script_loop(dataset, args, device):
     (folder / "images").mkdir()
     for i, image in enumerate(dataset["image"]):  # the same PNG images, as a folder of the learner's own
         image.save(folder / "images" / f"{i:05d}.png")
-    argv = ["--train_data_dir", str(folder / "images"), "--resolution", str(args.resolution), "--model_size", "small",
+    precision = "bf16" if args.variant == "script-bf16" else args.mixed_precision
+    argv = ["--train_data_dir", str(folder / "images"), "--resolution", str(args.resolution),
+            "--model_size", args.model_size,
             "--train_batch_size", str(args.batch_size), "--random_flip", "--use_ema", "--learning_rate", "1e-4",
             "--lr_warmup_steps", "500", "--max_train_steps", "10000", "--checkpointing_steps", "0",
             "--save_images_epochs", "1000000", "--save_model_epochs", "1000000", "--logger", "none",
-            "--mixed_precision", args.mixed_precision, "--output_dir", str(folder / "run")]
+            "--mixed_precision", precision, "--output_dir", str(folder / "run")]
     argv += [] if args.channels_last is None else ["--channels_last" if args.channels_last else "--no-channels_last"]
     argv += ["--torch_compile"] if args.torch_compile else []
     argv += ["--cpu"] if device.type == "cpu" else []
@@ -132,9 +142,9 @@ def measure(args) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Enough images for the timed steps without a partial batch (the plain loop drops the last one).
-    dataset = make_dataset(args.batch_size * (args.warmup + args.steps), args.source_size)
+    dataset = make_dataset(args.batch_size * (args.warmup + args.steps), args.source_size, args.channels)
     args.setup_seconds = 0.0
-    loop = (plain_loop if args.variant == "plain" else script_loop)(dataset, args, device)
+    loop = (plain_loop if args.variant == "plain" else script_loop)(dataset, args, device)  # script, script-bf16
     for _ in range(args.warmup):
         next(loop)
     if device.type == "cuda":
@@ -163,6 +173,10 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps before timing.")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--model_size", default="small", help="A size of utils.training.MODEL_SIZES.")
+    parser.add_argument("--channels", type=int, default=3, choices=(1, 3), help="1: grayscale images, as MNIST.")
+    parser.add_argument("--variants", nargs=2, default=["plain", "script"], choices=VARIANTS,
+                        help="The two variants to compare, alternating (script-bf16: the script with bf16 autocast).")
     parser.add_argument("--source_size", type=int, default=64, help="Size of the stored images (the offline "
                         "stand-in is 64 px; photos on the Hub are usually much larger).")
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
@@ -172,20 +186,23 @@ def main(argv=None) -> None:
                         help="Script variant: the script's --mixed_precision (autocast).")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: PyTorch's choice).")
     parser.add_argument("--output", help="Also write the results as JSON to this file.")
-    parser.add_argument("--variant", choices=("plain", "script"), help=argparse.SUPPRESS)  # worker mode
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args(argv)
     if args.variant:
         print(json.dumps(measure(args)))
         return
 
     worker = [sys.executable, __file__, "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch_size",
-              str(args.batch_size), "--resolution", str(args.resolution), "--source_size", str(args.source_size)]
+              str(args.batch_size), "--resolution", str(args.resolution), "--source_size", str(args.source_size),
+              "--model_size", args.model_size, "--channels", str(args.channels)]
     if args.channels_last is not None:
         worker += ["--channels_last" if args.channels_last else "--no-channels_last"]
     worker += ["--torch_compile"] if args.torch_compile else []
     worker += ["--mixed_precision", args.mixed_precision]
     worker += ["--threads", str(args.threads)] if args.threads else []
-    runs = {"plain": [], "script": []}
+    if args.variants[0] == args.variants[1]:
+        parser.error("--variants needs two different variants")
+    runs = {variant: [] for variant in args.variants}
     for repeat in range(args.repeats):
         for variant in runs:
             output = subprocess.run([*worker, "--variant", variant], check=True, capture_output=True, text=True,
@@ -199,19 +216,21 @@ def main(argv=None) -> None:
     summary = {variant: {f"median_{key}": statistics.median(r[key] for r in results)
                          for key in ("images_per_second", "images_per_cpu_second", "peak_memory_mib")}
                for variant, results in runs.items()}
-    speedup = summary["script"]["median_images_per_second"] / summary["plain"]["median_images_per_second"]
-    cpu_speedup = summary["script"]["median_images_per_cpu_second"] / summary["plain"]["median_images_per_cpu_second"]
-    setup = statistics.median(r["setup_seconds"] for r in runs["script"])
-    first = runs["plain"][0]
-    print(f"\n{first['device']}, batch {args.batch_size}, {args.resolution} px "
+    base, other = args.variants
+    speedup = summary[other]["median_images_per_second"] / summary[base]["median_images_per_second"]
+    cpu_speedup = summary[other]["median_images_per_cpu_second"] / summary[base]["median_images_per_cpu_second"]
+    setup = statistics.median(r["setup_seconds"] for r in runs[other])
+    first = runs[base][0]
+    print(f"\n{first['device']}, model {args.model_size}, {args.channels} channel(s), batch {args.batch_size}, "
+          f"{args.resolution} px "
           f"from {args.source_size} px PNGs, "
           f"{args.repeats} repeats x {args.steps} timed steps, peak memory = {first['memory_kind']}")
     print("| variant | median images/s | median images per CPU-second | median peak memory (MiB) |\n|---|---:|---:|---:|")
     for variant, values in summary.items():
         print(f"| {variant} | {values['median_images_per_second']:.2f} | {values['median_images_per_cpu_second']:.2f} | "
               f"{values['median_peak_memory_mib']:.0f} |")
-    print(f"speed-up of the script's step: {speedup:.2f}x in images/s, {cpu_speedup:.2f}x in images per CPU-second "
-          f"(the script's set-up, which decodes the images once, took {setup:.2f} s beforehand)")
+    print(f"speed-up of {other} over {base}: {speedup:.2f}x in images/s, {cpu_speedup:.2f}x in images per CPU-second "
+          f"({other}'s set-up, which decodes the images once for the script, took {setup:.2f} s beforehand)")
     if args.output:
         Path(args.output).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "variant"},
                                                  "runs": runs, "summary": summary, "speedup": speedup,

@@ -19,6 +19,8 @@ from tools.leaderboard import (
     load_recipes,
     main,
     main_idea,
+    seed_group,
+    seed_means,
     sort_recipes,
 )
 from utils.recipe import RECIPE_FIELDS
@@ -158,7 +160,8 @@ def test_summary_shows_the_top_recipes_in_a_short_table_and_is_checked(recipes, 
     text = unit.read_text(encoding="utf-8")
     rows = table_rows(text)
     assert len(rows) == 2 and rows[0].split(" | ")[:4] == ["| 1", "ddpm-15min", "3", "2.00×"]
-    assert rows[0].count(" | ") == 6 and "`" not in rows[0]  # rank, recipe, FID, ratio, coverage, minutes, idea
+    assert rows[0].count(" | ") == 7 and "`" not in rows[0]  # rank, recipe, FID, ratio, seed mean, coverage,
+    # minutes, idea
     assert "[leaderboard/README.md](leaderboard/README.md)" in text and text.endswith("<!-- leaderboard-top:end -->\nEnd.\n")
     assert len(table_rows(full.read_text(encoding="utf-8"))) == 4
     assert main([*args, "--check"]) == 0
@@ -173,6 +176,29 @@ def test_main_idea_is_made_from_the_recipe():
                   seed=1)
     assert main_idea(recipe) == "micro-conv · v 予測 · バッチ 32 · Min-SNR 5 (+1) · AG 1.5 · ddpm 250 · seed 1"
     assert main_idea({}) == MISSING
+
+
+def test_seeds_of_one_recipe_are_averaged_and_other_recipes_are_not(tmp_path):
+    base = "python unit1/train_unconditional.py --max_train_steps 4600 --guide_step 1000"
+    made = [write_recipe(tmp_path / f"run-seed{seed}", seed=seed, sampler="dpm++", num_inference_steps=25,
+                         guide_step=1000, guidance_scale=1.5, network_evaluations=50,
+                         command=f"{base} --seed {seed} --output_dir out/run-seed{seed}"
+                         + (" --resume_from_checkpoint latest" if seed == 2 else ""),
+                         metrics={"fid": fid, "fid_floor": 0.2})
+            for seed, fid in ((0, 0.5), (1, 0.8), (2, 0.5))]
+    made.append(write_recipe(tmp_path / "other", seed=0, command=f"{base} --sampler ddpm --seed 0",
+                             metrics={"fid": 0.4, "fid_floor": 0.2}))
+    made.append(write_recipe(tmp_path / "notebook", seed=0, command=None, metrics={"fid": 9.0, "fid_floor": 0.2}))
+    loaded = load_recipes(made)
+    assert seed_group(loaded[0]) == seed_group(loaded[2]) == base and seed_group(loaded[4]) is None
+    means = seed_means(loaded)
+    assert list(means) == [base]
+    assert means[base]["mean"] == pytest.approx(0.6) and means[base]["ratio"] == pytest.approx(3.0)
+    assert means[base]["seeds"] == [0, 1, 2]
+    rows = {row.split(" | ")[1]: row.split(" | ") for row in table_rows(leaderboard_markdown(loaded))}
+    assert rows["run-seed1"][4] == "0.6（3.00×、シード 0, 1, 2）"
+    assert rows["other"][4] == rows["notebook"][4] == MISSING
+    assert "dpm++ 25 + AG 1.5 (step 1000)（50 回/枚）" in rows["run-seed0"]
 
 
 def test_the_floor_note_says_what_the_metric_cannot_show(recipes):

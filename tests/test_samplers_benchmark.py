@@ -1,6 +1,8 @@
 """benchmarks/samplers.py on a tiny, randomly initialised pipeline (the real run needs a trained model)."""
 
+import argparse
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -48,7 +50,7 @@ def test_rgb_model_without_a_reference_reports_time_only(tmp_path, capsys):
     assert "no quality metric" in capsys.readouterr().out
     row = [line for line in (out / "samplers.md").read_text(encoding="utf-8").splitlines()
            if line.startswith("| DPM-Solver++")]
-    assert row and row[0].split(" | ")[2] == "—"
+    assert row and row[0].split(" | ")[2] == "2" and row[0].split(" | ")[3] == "—"  # 2 evaluations, no FID
     assert not (out / "samplers.png").exists()
 
 
@@ -71,3 +73,25 @@ def test_autoguidance_uses_the_saved_guide_and_needs_one(tmp_path):
     assert benchmark.main(argv) == 0
     table = (tmp_path / "images" / "samplers.md").read_text(encoding="utf-8")
     assert "autoguidance を強さ 1.5 で" in table and "| DDIM | 2 |" in table
+
+
+def test_settings_measure_exactly_those_with_their_network_evaluations(tmp_path):
+    pipeline_dir = save_tiny_pipeline(tmp_path / "pipeline", channels=1)
+    UNet2DModel.from_pretrained(pipeline_dir / "unet").save_pretrained(pipeline_dir / "guide_unet")
+    out = tmp_path / "images"
+    argv = [str(pipeline_dir), "--num_samples", "10", "--guidance_scale", "1.5", "--settings", "heun:3", "dpm++:4@0-25",
+            "--output_dir", str(out)]
+    assert benchmark.main(argv) == 0
+    rows = json.loads((out / "samplers.json").read_text(encoding="utf-8"))["rows"]
+    # Heun: 3 steps = 5 evaluations, each guided (x2); DPM-Solver++ on 50 training steps, trailing: t = 49, 37, 24, 12,
+    # t = 49, 37, 24, 11: guided only at t <= 25 (2 of the 4)
+    assert [(r["sampler"], r["steps"], r["evaluations"]) for r in rows] == [("heun", 3, 10), ("dpm++", 4, 6)]
+    assert rows[1]["interval"] == [0.0, 25.0] and all("fid" in r for r in rows)
+    table = (out / "samplers.md").read_text(encoding="utf-8")
+    assert "| Heun | 3 | 10 |" in table and "ガイドは t = 0〜25 だけ" in table
+
+
+@pytest.mark.parametrize("text", ["dpm++", "dpm++:x", "dpm++:0", "lms:10", "dpm++:10@500-100", "dpm++:10@1"])
+def test_a_malformed_setting_is_refused_with_the_expected_form(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="SAMPLER:STEPS|unknown sampler|at least 1"):
+        benchmark.parse_setting(text)

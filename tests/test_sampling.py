@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from utils.sampling import SAMPLERS, generate, make_scheduler
+from utils.sampling import FAST_SAMPLER, SAMPLERS, generate, guided_at, make_scheduler, network_evaluations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,8 +39,27 @@ class OracleUNet(torch.nn.Module):
 
 
 def test_unknown_sampler_lists_the_choices():
-    with pytest.raises(ValueError, match="ddpm, ddim, dpm\\+\\+, euler"):
-        make_scheduler("heun", DDPMScheduler())
+    with pytest.raises(ValueError, match="ddpm, ddim, dpm\\+\\+, dpm\\+\\+3m"):
+        make_scheduler("lms", DDPMScheduler())
+
+
+def test_network_evaluations_count_guided_steps_twice_and_heun_steps_twice():
+    train = DDPMScheduler()
+    assert network_evaluations(make_scheduler("dpm++", train), 25) == 25
+    assert network_evaluations(make_scheduler("dpm++", train), 25, guided=True) == 50
+    assert network_evaluations(make_scheduler("heun", train), 10) == 19  # the last step is a plain Euler step
+    # trailing spacing of 10 steps: t = 999, 899, ..., 99; guided only where 0 <= t <= 500 (5 of them)
+    assert network_evaluations(make_scheduler("ddim", train), 10, guided=True, guide_interval=(0, 500)) == 15
+    assert guided_at(torch.tensor(499.0), None) and not guided_at(501, (0, 500)) and guided_at(500, (0, 500))
+
+
+def test_the_fast_setting_stays_within_fifty_evaluations_with_autoguidance():
+    """The script's default sampler (issue: at most 50 network evaluations per image, a guided step counting two)."""
+    assert FAST_SAMPLER["sampler"] in SAMPLERS
+    train = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    scheduler = make_scheduler(FAST_SAMPLER["sampler"], train)
+    assert network_evaluations(scheduler, FAST_SAMPLER["num_inference_steps"], guided=True,
+                               guide_interval=FAST_SAMPLER["guide_interval"]) <= 50
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
@@ -53,6 +72,13 @@ def test_make_scheduler_keeps_the_training_schedule(name):
         assert scheduler.config.prediction_type == "v_prediction"
         scheduler.set_timesteps(4)
         assert int(scheduler.timesteps[0]) == 499  # the first step starts from pure noise
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_samples_on_the_training_noise_schedule(name):
+    """A default DDPMScheduler's betas are not in the config's explicit values: Heun's own defaults must not win."""
+    train = DDPMScheduler()
+    torch.testing.assert_close(make_scheduler(name, train).alphas_cumprod, train.alphas_cumprod)
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
@@ -103,6 +129,23 @@ def test_autoguidance_extrapolates_from_the_guide_to_the_model(name):
     images = generate(model, make_scheduler(name, train), num_images=3, num_inference_steps=10,
                       generator=torch.Generator().manual_seed(0), guide=guide, guidance_scale=1.5)
     torch.testing.assert_close(images, torch.full_like(images, 0.6), atol=3e-3, rtol=0)
+
+
+def test_guide_interval_guides_only_the_steps_inside_it():
+    """Exact predictors of 0.5 (model) and 0.3 (guide): the last, least noisy steps settle the image, so guiding
+    only at t <= 500 still lands on the guided 0.6 and guiding only at t >= 500 on the model's own 0.5; an
+    interval that holds every step is full guidance."""
+    train = DDPMScheduler()
+    model, guide = OracleUNet(train.alphas_cumprod, value=0.5), OracleUNet(train.alphas_cumprod, value=0.3)
+
+    def run(interval):
+        return generate(model, make_scheduler("dpm++", train), num_images=2, num_inference_steps=10,
+                        generator=torch.Generator().manual_seed(0), guide=guide, guidance_scale=1.5,
+                        guide_interval=interval)
+
+    torch.testing.assert_close(run((0, 999)), run(None))
+    torch.testing.assert_close(run((0, 500)), torch.full_like(run(None), 0.6), atol=3e-3, rtol=0)
+    torch.testing.assert_close(run((500, 999)), torch.full_like(run(None), 0.5), atol=3e-3, rtol=0)
 
 
 def test_autoguidance_with_scale_one_or_an_identical_guide_changes_nothing():

@@ -365,10 +365,10 @@ def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypat
     calls = []
 
     def fake_evaluate_pipeline(pipeline, num_samples, batch_size, sampler, num_inference_steps, seed, reference=None,
-                               guide=None, guidance_scale=1.0):
+                               guide=None, guidance_scale=1.0, guide_interval=None):
         calls.append(dict(pipeline=pipeline, num_samples=num_samples, batch_size=batch_size, sampler=sampler,
                           num_inference_steps=num_inference_steps, seed=seed, reference=reference, guide=guide,
-                          guidance_scale=guidance_scale))
+                          guidance_scale=guidance_scale, guide_interval=guide_interval))
         return {"fake_score": 1.25}
 
     monkeypatch.setattr(metrics, "evaluate_pipeline", fake_evaluate_pipeline)
@@ -392,6 +392,12 @@ def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypat
                "--eval_num_samples", "6") == 0
     call = calls[-1]
     assert call["guidance_scale"] == 1.5 and call["guide"] is not None
+    assert recipe(guided)["network_evaluations"] == 4 and recipe(out)["network_evaluations"] == 2  # 2 steps, x2 guided
+
+    interval = tmp_path / "interval"  # guided only at t <= 500: 2 trailing steps are t = 999 and 499
+    assert run(data, interval, "--max_train_steps", "2", "--guide_step", "1", "--guidance_scale", "1.5",
+               "--guide_interval", "0", "500", "--eval_num_samples", "6") == 0
+    assert calls[-1]["guide_interval"] == (0.0, 500.0) and recipe(interval)["network_evaluations"] == 3
     assert_same_weights(call["guide"].state_dict(),
                         load_file(str(guided / "guide_unet" / "diffusion_pytorch_model.safetensors")))
 
@@ -415,6 +421,7 @@ BAD_INPUTS = {
     "non-positive snr gamma": (["--snr_gamma", "0"], "--snr_gamma must be positive"),
     "snr plus one without a gamma": (["--prediction_type", "v_prediction", "--snr_plus_one"], "add --snr_gamma"),
     "guidance without a guide": (["--guidance_scale", "2"], "needs a guide: add --guide_step"),
+    "reversed guide interval": (["--guide_interval", "500", "0"], "needs 0 <= LO <= HI"),
     "guide after the last step": (["--max_train_steps", "3", "--guide_step", "3", "--guidance_scale", "2"],
                                   "must come before"),
 }

@@ -32,9 +32,10 @@ TABLE_START, TABLE_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->
 SUMMARY_START, SUMMARY_END = "<!-- leaderboard-top:start -->", "<!-- leaderboard-top:end -->"
 LOWER_IS_BETTER = {"fid": True, "kid_mean": True, "coverage": False, "confidence": False}
 DISPLAY_NAMES = {"fid": "FID", "kid_mean": "KID"}
-# Keys read beside the schema's fields: only the training script has these flags (Min-SNR weighting), so a
+# Keys read beside the schema's fields: only the training script has these flags (Min-SNR weighting, the interval
+# of autoguidance), so a
 # notebook's or the naive baseline's recipe goes without them.
-OPTIONAL = {"snr_gamma", "snr_plus_one"}
+OPTIONAL = {"snr_gamma", "snr_plus_one", "guide_interval"}
 
 
 def load_recipes(paths) -> list[dict]:
@@ -107,7 +108,8 @@ def _ratio(ratio: float) -> str:
 
 
 def _sampler(recipe: dict) -> str:
-    """'ddpm 100', and with autoguidance 'ddpm 100 + AG 1.5 (step 1000)'."""
+    """'ddpm 100（100 回/枚）', with autoguidance 'ddpm 100 + AG 1.5 (step 1000)（200 回/枚）': the sampler, its
+    steps and the network evaluations per image."""
     sampler, steps = recipe.get("sampler"), recipe.get("num_inference_steps")
     if sampler is None:
         return MISSING
@@ -115,7 +117,60 @@ def _sampler(recipe: dict) -> str:
     scale = recipe.get("guidance_scale") or 1
     if recipe.get("guide_step") and scale != 1:
         text += f" + AG {scale:g} (step {recipe['guide_step']})"
+        if recipe.get("guide_interval"):
+            low, high = recipe["guide_interval"]
+            text += f" t∈[{low:g}, {high:g}]"
+    if isinstance(recipe.get("network_evaluations"), int):
+        text += f"（{recipe['network_evaluations']} 回/枚）"
     return text
+
+
+SEED_FLAGS = ("--seed", "--output_dir", "--resume_from_checkpoint")  # what may differ between seeds of one recipe
+
+
+def seed_group(recipe: dict) -> str | None:
+    """The recipe's command without --seed, --output_dir and --resume_from_checkpoint: the same for the runs of
+    one recipe that differ only in the seed (None without a command)."""
+    if not recipe.get("command"):
+        return None
+    tokens, kept = shlex.split(recipe["command"]), []
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+        elif token in SEED_FLAGS:
+            skip = True
+        elif not token.startswith(tuple(f"{flag}=" for flag in SEED_FLAGS)):
+            kept.append(token)
+    return " ".join(kept)
+
+
+def seed_means(recipes: list[dict], metric: str = "fid") -> dict[str, dict]:
+    """For each recipe run with two or more seeds: the mean metric, the mean floor ratio and the seeds."""
+    groups: dict[str, list[dict]] = {}
+    for recipe in recipes:
+        if seed_group(recipe) is not None and metric_value(recipe, metric) is not None:
+            groups.setdefault(seed_group(recipe), []).append(recipe)
+    means = {}
+    for key, members in groups.items():
+        seeds = sorted({member.get("seed") for member in members}, key=str)
+        if len(seeds) < 2:
+            continue
+        values = [metric_value(member, metric) for member in members]
+        ratios = [metric_value(m, metric) / metric_value(m, "fid_floor") for m in members
+                  if metric == "fid" and metric_value(m, "fid_floor")]
+        means[key] = {"mean": sum(values) / len(values), "seeds": seeds,
+                      "ratio": sum(ratios) / len(ratios) if len(ratios) == len(members) else None}
+    return means
+
+
+def _seed_mean(recipe: dict, means: dict[str, dict]) -> str:
+    """'0.705（3.42×、シード 0, 1, 2）' for a recipe run with several seeds, else '—'."""
+    mean = means.get(seed_group(recipe) or "")
+    if mean is None:
+        return MISSING
+    ratio = f"{_ratio(mean['ratio'])}、" if mean["ratio"] is not None else ""
+    return f"{_number(mean['mean'])}（{ratio}シード {', '.join(map(str, mean['seeds']))}）"
 
 
 def _device(recipe: dict) -> str:
@@ -153,6 +208,12 @@ FLOOR_NOTE = ("「下限比」は FID を、学習用の本物の数字を評価
               "区別できません。また下限比は評価枚数で変わるため、比べられるのは同じデータ・同じ評価枚数のレシピどうしだけです。")
 
 
+SEED_NOTE = ("「シード平均」は、コマンドの `--seed`（と `--output_dir`・`--resume_from_checkpoint`）だけが違うレシピを"
+             "まとめた平均です。1 回の学習の値はシードで 1〜3 割揺れるので、レシピどうしの比較はこの平均でするのが確かです。")
+EVALUATIONS_NOTE = ("「評価回数」は、1 枚を生成するのにモデルを使った回数（ネットワーク評価回数）です。autoguidance で"
+                    "ガイドも使うステップは 2 回と数えます。生成の時間はほぼこの回数に比例します。")
+
+
 def main_idea(recipe: dict) -> str:
     """The settings that set a recipe apart, in a few words made from its recipe.json (e.g. 'micro-conv · v 予測 ·
     バッチ 32 · Min-SNR 5 · AG 1.5 · ddpm 250')."""
@@ -170,6 +231,8 @@ def main_idea(recipe: dict) -> str:
     if recipe.get("sampler"):
         steps = recipe.get("num_inference_steps")
         parts.append(f"{recipe['sampler']} {steps}" if steps is not None else str(recipe["sampler"]))
+        if isinstance(recipe.get("network_evaluations"), int):
+            parts[-1] += f"（{recipe['network_evaluations']} 回/枚）"
     if recipe.get("seed") not in (None, 0):
         parts.append(f"seed {recipe['seed']}")
     return " · ".join(parts) or MISSING
@@ -179,13 +242,15 @@ def summary_markdown(recipes: list[dict], top: int = 5, metric: str = "fid", com
                      full_table: str | None = None) -> str:
     """A short table of the ``top`` best recipes: rank, recipe, metric, floor ratio, coverage, minutes, main idea."""
     name = DISPLAY_NAMES.get(metric, metric)
-    lines = [f"| 順位 | レシピ | {name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'} | 下限比 | coverage | "
-             "学習時間（分） | 主な設定 |", "|---:|---|---:|---:|---:|---:|---|"]
+    lines = [f"| 順位 | レシピ | {name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'} | 下限比 | "
+             f"シード平均の {name}（下限比） | coverage | 学習時間（分） | 主な設定 |", "|---:|---|---:|---:|---|---:|---:|---|"]
+    means = seed_means(recipes, metric)
     for rank, recipe in enumerate(sort_recipes(recipes, metric)[:top], start=1):
         value, floor = metric_value(recipe, metric), metric_value(recipe, "fid_floor")
         ratio = _ratio(value / floor) if metric == "fid" and value is not None and floor else MISSING
-        row = [rank, recipe_name(recipe), _number(value), ratio, _number((recipe.get("metrics") or {}).get("coverage")),
-               _number(recipe.get("train_minutes")), main_idea(recipe)]
+        row = [rank, recipe_name(recipe), _number(value), ratio, _seed_mean(recipe, means),
+               _number((recipe.get("metrics") or {}).get("coverage")), _number(recipe.get("train_minutes")),
+               main_idea(recipe)]
         lines.append("| " + " | ".join(map(_cell, row)) + " |")
     notes = [""]
     if full_table:
@@ -199,10 +264,12 @@ def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str 
     """A markdown table of the recipes, best first, with a note on how to read it and the command that made it."""
     name = DISPLAY_NAMES.get(metric, metric)
     headers = ["順位", "レシピ", f"{name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'}", "下限比",
-               "KID", "coverage", "確信度", "データ", "モデル", "サンプラー", "デバイス", "学習時間（分）", "学習画像数",
-               "評価枚数", "コマンド"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---:"] + ["---"] + ["---:"] * 5 + ["---"] * 4
+               f"シード平均の {name}（下限比）", "KID", "coverage", "確信度", "データ", "モデル", "サンプラー（評価回数）",
+               "デバイス", "学習時間（分）", "学習画像数", "評価枚数", "コマンド"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---:"] + ["---"] + ["---:"] * 2 + ["---"]
+                                                                   + ["---:"] * 3 + ["---"] * 4
                                                                    + ["---:"] * 3 + ["---"]) + "|"]
+    means = seed_means(recipes, metric)
     for rank, recipe in enumerate(sort_recipes(recipes, metric), start=1):
         metrics = recipe.get("metrics") or {}
         value, floor = metric_value(recipe, metric), metric_value(recipe, "fid_floor")
@@ -211,14 +278,15 @@ def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str 
         if kid != MISSING and isinstance(metrics.get("kid_std"), (int, float)):
             kid += f" ± {_number(metrics['kid_std'], 2)}"
         command_text = f"`{_cell(recipe['command'])}`" if recipe.get("command") else MISSING
-        row = [rank, recipe_name(recipe), _number(value), ratio, kid, _number(metrics.get("coverage")),
+        row = [rank, recipe_name(recipe), _number(value), ratio, _seed_mean(recipe, means), kid,
+               _number(metrics.get("coverage")),
                _number(metrics.get("confidence")), _dataset(recipe), _model(recipe), _sampler(recipe),
                _device(recipe), _number(recipe.get("train_minutes")), _number(recipe.get("images_seen")),
                _number(metrics.get("num_samples"))]
         lines.append("| " + " | ".join([*map(_cell, row), command_text]) + " |")
     notes = ["", f"{name} が小さいほど本物の画像に近いことを表します。" if LOWER_IS_BETTER.get(metric, True)
              else f"{name} が大きいほど良い結果です。",
-             FLOOR_NOTE]
+             FLOOR_NOTE, SEED_NOTE, EVALUATIONS_NOTE]
     if command:
         notes.append(f"この表と図は `{command}` で作成しました。")
     return "\n".join(lines + notes) + "\n"

@@ -57,7 +57,7 @@ from utils.data import (
 from utils.environment import cuda_usable, describe_device, is_online, library_versions
 from utils.hub import is_logged_in, push_folder, write_model_card
 from utils.recipe import write_recipe
-from utils.sampling import SAMPLERS, generate, make_scheduler
+from utils.sampling import FAST_SAMPLER, SAMPLERS, generate, make_scheduler, network_evaluations
 from utils.training import (
     EMA,
     MODEL_SIZES,
@@ -448,7 +448,8 @@ def save_preview(unet, run: Run, args, path: Path, guide=None) -> None:
     images = generate(unet, make_scheduler(args.sampler, run.noise_scheduler), args.eval_batch_size,
                       args.num_inference_steps, generator=torch.Generator().manual_seed(args.seed),
                       batch_size=args.eval_batch_size, guide=guide,
-                      guidance_scale=args.guidance_scale if guide is not None else 1.0)
+                      guidance_scale=args.guidance_scale if guide is not None else 1.0,
+                      guide_interval=args.guide_interval)
     unet.train(was_training)
     grid = make_grid(images)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -490,8 +491,16 @@ def build_recipe(run: Run, args, unet, processes: list[dict]) -> dict:
         "device": describe_device(run.accelerator.device), "num_processes": world,
         "train_minutes": round(run.train_seconds / 60, 3), "images_seen": run.images_seen,
         "optimizer_steps": run.step, "epochs": round(run.micro / len(run.batches), 3), "final_loss": run.loss,
-        "versions": library_versions(), "processes": processes, "metrics": {},
+        "network_evaluations": sampling_cost(run, args), "versions": library_versions(), "processes": processes,
+        "metrics": {},
     }
+
+
+def sampling_cost(run: Run, args) -> int:
+    """Network evaluations per image of the final samples and the metrics (a guided step counts two)."""
+    guided = run.guide is not None and args.guidance_scale != 1
+    return network_evaluations(make_scheduler(args.sampler, run.noise_scheduler), args.num_inference_steps, guided,
+                               args.guide_interval)
 
 
 def write_recipe_and_card(output_dir: Path, recipe: dict, repo_id: str) -> None:
@@ -504,7 +513,7 @@ def evaluate(pipeline, images: torch.Tensor, args, guide=None) -> dict[str, floa
     """utils.metrics.evaluate_pipeline; RGB models are compared with (up to 5 000) training images."""
     kwargs = dict(num_samples=args.eval_num_samples, batch_size=args.eval_batch_size, sampler=args.sampler,
                   num_inference_steps=args.num_inference_steps, seed=args.seed, guide=guide,
-                  guidance_scale=args.guidance_scale)
+                  guidance_scale=args.guidance_scale, guide_interval=args.guide_interval)
     if images.shape[1] == 3:
         kwargs["reference"] = images[:5000].float() / 127.5 - 1
     return metrics.evaluate_pipeline(pipeline, **kwargs)
@@ -607,13 +616,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                      "'latest' (starts fresh when there is none yet).")
     out.add_argument("--eval_batch_size", type=int, default=16, help="Images per preview grid and per "
                      "sampling batch.")
-    out.add_argument("--sampler", default="dpm++", choices=SAMPLERS, help="Sampler for previews and metrics.")
-    out.add_argument("--num_inference_steps", type=int, default=25,
+    out.add_argument("--sampler", default=FAST_SAMPLER["sampler"], choices=SAMPLERS,
+                     help="Sampler for previews and metrics (default: the course's fast setting, see "
+                     "unit1/images/samplers.md).")
+    out.add_argument("--num_inference_steps", type=int, default=FAST_SAMPLER["num_inference_steps"],
                      help="Sampling steps for previews and metrics.")
     out.add_argument("--guide_step", type=int, help="Autoguidance: keep the weights (EMA when on) of this optimizer "
                      "step as a weak guide model, saved as guide_unet/ beside the pipeline. Costs no training time.")
     out.add_argument("--guidance_scale", type=float, default=1.0, help="Autoguidance strength for the final "
                      "samples and metrics: guide + scale * (model - guide); 1 = plain sampling. Needs --guide_step.")
+    out.add_argument("--guide_interval", type=float, nargs=2, metavar=("LO", "HI"),
+                     default=FAST_SAMPLER["guide_interval"], help="Autoguidance only at the sampling timesteps "
+                     "LO <= t <= HI (the others cost one network evaluation instead of two); "
+                     "default: the fast setting's.")
     out.add_argument("--eval_num_samples", type=int, default=0, help="After training, generate N images and "
                      "compute the metrics of utils.metrics (0: skip).")
     out.add_argument("--logger", default="tensorboard", choices=("tensorboard", "wandb", "none"))
@@ -645,6 +660,11 @@ def check_args(args) -> None:
         raise ConfigError(f"--guide_step must be at least 1, got {args.guide_step}.")
     if not args.guidance_scale > 0:
         raise ConfigError(f"--guidance_scale must be positive (1 = no guidance), got {args.guidance_scale}.")
+    if args.guide_interval is not None:
+        args.guide_interval = tuple(args.guide_interval)
+        if not 0 <= args.guide_interval[0] <= args.guide_interval[1]:
+            raise ConfigError(f"--guide_interval LO HI needs 0 <= LO <= HI, got {args.guide_interval[0]:g} "
+                              f"{args.guide_interval[1]:g}.")
     if args.guidance_scale != 1 and args.guide_step is None:
         raise ConfigError(f"--guidance_scale {args.guidance_scale:g} needs a guide: add --guide_step N, e.g. a "
                           "fifth of the training steps.")

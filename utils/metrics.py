@@ -325,10 +325,11 @@ def inception_metrics(images, reference, value_range: tuple[float, float] = (-1.
 # ---------------------------------------------------------------- evaluating a pipeline
 def evaluate_pipeline(pipeline, num_samples: int = 1000, batch_size: int = 100, sampler: str = "ddpm",
                       num_inference_steps: int = 1000, seed: int = 0, reference=None,
-                      progress: bool = True, guide=None, guidance_scale: float = 1.0) -> dict[str, float]:
+                      progress: bool = True, guide=None, guidance_scale: float = 1.0,
+                      guide_interval: tuple[float, float] | None = None) -> dict[str, float]:
     """Generate ``num_samples`` images with ``pipeline`` (a DDPMPipeline) and score them.
 
-    ``guide`` and ``guidance_scale`` turn on autoguidance (see ``utils.sampling.generate``).
+    ``guide``, ``guidance_scale`` and ``guide_interval`` turn on autoguidance (see ``utils.sampling.generate``).
 
     1-channel models get the digit metrics (``digit_metrics``); RGB models get Inception FID/KID against
     ``reference`` (real images, e.g. the training set, in [-1, 1]). When the RGB metric is unavailable
@@ -352,5 +353,6 @@ def evaluate_pipeline(pipeline, num_samples: int = 1000, batch_size: int = 100, 
     scheduler = make_scheduler(sampler, pipeline.scheduler.config)
     generator = torch.Generator().manual_seed(seed)
     samples = generate(pipeline.unet, scheduler, num_samples, num_inference_steps, generator=generator,
-                       batch_size=batch_size, progress=progress, guide=guide, guidance_scale=guidance_scale)
+                       batch_size=batch_size, progress=progress, guide=guide, guidance_scale=guidance_scale,
+                       guide_interval=guide_interval)
     return inception_metrics(samples, reference) if rgb else digit_metrics(samples)

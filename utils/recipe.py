@@ -35,6 +35,7 @@ RECIPE_FIELDS = {
     "num_inference_steps": "sampling steps",
     "guide_step": "autoguidance: the optimizer step whose weights are the guide, else None",
     "guidance_scale": "autoguidance strength (1 = none)",
+    "network_evaluations": "forward passes per generated image of the samples and metrics (a guided step counts two)",
     "versions": "library versions",
     "metrics": "evaluation results ({} when not evaluated), e.g. fid, fid_floor, coverage, num_samples",
 }
