@@ -3,6 +3,7 @@
     python benchmarks/samplers.py PIPELINE_DIR [--num_samples 100] [--output_dir unit1/images]
     python benchmarks/samplers.py PIPELINE_DIR --guidance_scale 1.5 --settings ddpm:250 dpm++:25 heun:13 \
         dpm++:40@0-700
+    python benchmarks/samplers.py --replot --output_dir unit1/images     # redraw from samplers.json
 
 Runs DDPM at 1000 steps and DDIM, DPM-Solver++ and Euler at 50 / 20 / 10 steps (or the --settings given)
 from the same starting noise, scores each sample set with utils.metrics (the digit metric for 1-channel
@@ -37,6 +38,7 @@ from utils.sampling import (  # noqa: E402
     network_evaluations,
 )
 
+OFF_SCALE = 50  # the figure leaves out settings whose FID is above this many times the real-data floor
 SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++ 2M", "dpm++3m": "DPM-Solver++ 3M",
                  "dpm++sde": "DPM-Solver++ SDE", "unipc": "UniPC",
                  "euler": "Euler", "euler-a": "Euler ancestral", "heun": "Heun"}
@@ -69,7 +71,7 @@ def setting_label(row: dict) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pipeline_dir", type=Path, help="a folder saved by DDPMPipeline.save_pretrained")
+    parser.add_argument("pipeline_dir", type=Path, nargs="?", help="a folder saved by DDPMPipeline.save_pretrained")
     parser.add_argument("--num_samples", type=int, default=100,
                         help="images per sampler setting (kept small for CPUs, where DDPM's 1000 steps dominate "
                              "the time; use 1000 for numbers comparable with the leaderboard)")
@@ -85,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"autoguidance with the guide saved in PIPELINE_DIR/{GUIDE_FOLDER} (training with "
                         "--guide_step); 1 = plain sampling")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replot", action="store_true", help="sample nothing: redraw samplers.md and samplers.png "
+                        "from the samplers.json of --output_dir (the numbers and command of an earlier run)")
     parser.add_argument("--output_dir", type=Path, default=Path("unit1/images"))
     return parser.parse_args(argv)
 
@@ -188,6 +192,11 @@ def plot(rows: list[dict]):
     use_japanese_font()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     scored = [row for row in rows if "fid" in row]
+    floors = [row["fid_floor"] for row in scored if "fid_floor" in row]
+    # A setting that failed outright (FID far above the floor) would squash the others: it is named, not drawn.
+    limit = OFF_SCALE * max(floors) if floors else float("inf")
+    failed = [row for row in scored if row["fid"] > limit]
+    scored = [row for row in scored if row["fid"] <= limit]
     for label in dict.fromkeys(setting_label(row) for row in scored):
         points = sorted((row["evaluations"], row["cpu_seconds_per_image"], row["fid"]) for row in scored
                         if setting_label(row) == label)
@@ -195,7 +204,6 @@ def plot(rows: list[dict]):
         style = dict(marker="*", markersize=14, linestyle="none") if label == "DDPM" else dict(marker="o")
         axes[0].plot(evaluations, fid, label=label, **style)
         axes[1].plot(seconds, fid, label=label, **style)
-    floors = [row["fid_floor"] for row in scored if "fid_floor" in row]
     for ax, label in zip(axes, ("1 枚あたりのネットワーク評価回数", "1 枚あたりの CPU 時間（秒、全スレッドの合計）")):
         if floors:
             ax.axhline(sum(floors) / len(floors), color="gray", linestyle="--", label="本物どうし（下限）")
@@ -204,13 +212,34 @@ def plot(rows: list[dict]):
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("FID（小さいほど良い）")
     axes[0].legend(fontsize=8)
+    if failed:
+        names = "、".join(f"{setting_label(row)} {row['steps']} ステップ（FID {row['fid']:.3g}）" for row in failed)
+        fig.text(0.5, 0.01, f"図の範囲外（生成に失敗）: {names}", ha="center", fontsize=9)
     fig.suptitle("サンプラーごとの品質と速さ")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if failed else 0, 1, 1))
     return fig
+
+
+def replot(output_dir: Path) -> int:
+    """Redraw the table and the figure from samplers.json, with the settings of the command that measured them."""
+    source = output_dir / "samplers.json"
+    if not source.is_file():
+        raise SystemExit(f"error: --replot needs {source}, written by an earlier run with this --output_dir.")
+    saved = json.loads(source.read_text(encoding="utf-8"))
+    args = parse_args(shlex.split(saved["command"])[2:])
+    (output_dir / "samplers.md").write_text(markdown_table(saved["rows"], args, saved["command"]), encoding="utf-8")
+    if any("fid" in row for row in saved["rows"]):
+        plot(saved["rows"]).savefig(output_dir / "samplers.png", dpi=120)
+    print(f"redrew {output_dir / 'samplers.md'} and samplers.png from {source}")
+    return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        return replot(args.output_dir)
+    if args.pipeline_dir is None:
+        raise SystemExit("error: give PIPELINE_DIR, the folder of a saved pipeline (or --replot to redraw a run).")
     if args.num_samples < 10 or args.batch_size < 1 or min(args.steps) < 1:
         raise SystemExit("error: --num_samples must be at least 10, --batch_size and --steps at least 1.")
     command = " ".join(["python benchmarks/samplers.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])

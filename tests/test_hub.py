@@ -52,12 +52,21 @@ def test_model_card_usage_code_runs_with_and_without_autoguidance(tmp_path, tiny
 
     plain, guided = python_blocks({}), python_blocks({"guide_step": 3, "guidance_scale": 1.5, "num_inference_steps": 4})
     assert len(plain) == 1 and guided[0] == plain[0] and len(guided) == 2
-    assert "weak + 1.5 * (unet(x, t).sample - weak)" in guided[1]
+    assert "weak + 1.5 * (unet(model_input, t).sample - weak)" in guided[1] and "DDPMScheduler.from_config" in guided[1]
     namespace = {}
     exec("\n".join(guided), namespace)
     assert namespace["image"].size == (8, 8)
     images = namespace["images"]
     assert images.shape == (16, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+
+    # the card samples as the metrics did: the recipe's sampler, and guidance only inside its interval
+    fast = python_blocks({"guide_step": 3, "guidance_scale": 1.5, "num_inference_steps": 4, "sampler": "dpm++",
+                          "guide_interval": [0, 500]})
+    assert "DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config, timestep_spacing=\"trailing\", " \
+           "algorithm_type='dpmsolver++', solver_order=2)" in fast[1] and "if 0 <= t <= 500:" in fast[1]
+    namespace = {"pipeline": namespace["pipeline"]}
+    exec(fast[1], namespace)
+    assert namespace["images"].shape == (16, 1, 8, 8)
 
 
 def test_push_is_skipped_offline_without_exception(tmp_path, capsys):

@@ -95,3 +95,23 @@ def test_settings_measure_exactly_those_with_their_network_evaluations(tmp_path)
 def test_a_malformed_setting_is_refused_with_the_expected_form(text):
     with pytest.raises(argparse.ArgumentTypeError, match="SAMPLER:STEPS|unknown sampler|at least 1"):
         benchmark.parse_setting(text)
+
+
+def test_replot_redraws_the_table_and_leaves_a_failed_setting_out_of_the_figure(tmp_path, capsys):
+    out = tmp_path / "images"
+    out.mkdir()
+    rows = [{"sampler": "dpm++sde", "steps": 25, "interval": None, "evaluations": 50, "seconds_per_image": 0.2,
+             "cpu_seconds_per_image": 0.4, "fid": 0.56, "fid_floor": 0.2, "coverage": 0.99, "confidence": 0.94},
+            {"sampler": "heun", "steps": 13, "interval": None, "evaluations": 50, "seconds_per_image": 0.2,
+             "cpu_seconds_per_image": 0.4, "fid": 409.0, "fid_floor": 0.2, "coverage": 0.1, "confidence": 1.0}]
+    command = f"python benchmarks/samplers.py run --guidance_scale 1.5 --num_samples 1000 --output_dir {out}"
+    (out / "samplers.json").write_text(json.dumps({"command": command, "rows": rows}), encoding="utf-8")
+    assert benchmark.main(["--replot", "--output_dir", str(out)]) == 0
+    table = (out / "samplers.md").read_text(encoding="utf-8")
+    assert "| DPM-Solver++ SDE | 25 | 50 | 0.56 | 2.80× |" in table and "| Heun | 13 | 50 | 409 |" in table
+    assert f"作成コマンド: `{command}`" in table and "強さ 1.5" in table and "1000 枚" in table
+    figure = benchmark.plot(rows)
+    assert "図の範囲外（生成に失敗）: Heun 13 ステップ（FID 409）" in [t.get_text() for t in figure.texts]
+    assert [line.get_label() for line in figure.axes[0].get_lines()][0] == "DPM-Solver++ SDE"
+    with pytest.raises(SystemExit, match="needs .*samplers.json"):
+        benchmark.main(["--replot", "--output_dir", str(tmp_path / "none")])

@@ -51,6 +51,8 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
     """Write README.md (a model card) into ``folder``: metadata, usage snippet, metrics and recipe tables."""
     from huggingface_hub import ModelCard
 
+    from .sampling import scheduler_code
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     repo_id = repo_id or folder.name
@@ -63,16 +65,24 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
               "image = pipeline().images[0]", "image", "```", ""]
     scale = recipe.get("guidance_scale") or 1
     if recipe.get("guide_step") and scale != 1:
+        class_name, build = scheduler_code(recipe.get("sampler") or "ddpm")
+        interval = recipe.get("guide_interval")
+        guided = ["        weak = guide(model_input, t).sample",
+                  f"        prediction = weak + {scale:g} * (unet(model_input, t).sample - weak)"]
+        if interval:  # guided only inside the interval, as the metrics were sampled
+            guided = [f"        if {interval[0]:g} <= t <= {interval[1]:g}:", *["    " + line for line in guided],
+                      "        else:", "            prediction = unet(model_input, t).sample"]
         lines += [f"The metrics were measured with autoguidance (Karras et al. 2024): the weights of step "
                   f"{recipe['guide_step']} are kept in `guide_unet/` and steer each sampling step away from their "
-                  "mistakes.", "", "```python", "import torch", "from diffusers import DDPMScheduler, UNet2DModel", "",
+                  "mistakes" + (f" (at the timesteps {interval[0]:g} <= t <= {interval[1]:g} only)" if interval else "")
+                  + ".", "", "```python", "import torch", f"from diffusers import {class_name}, UNet2DModel", "",
                   f"guide = UNet2DModel.from_pretrained({repo_id!r}, subfolder=\"guide_unet\")",
-                  "scheduler = DDPMScheduler.from_config(pipeline.scheduler.config, timestep_spacing=\"trailing\")",
+                  f"scheduler = {build}",
                   f"scheduler.set_timesteps({recipe.get('num_inference_steps') or 100})", "unet = pipeline.unet",
                   "x = torch.randn(16, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)",
+                  "x = x * scheduler.init_noise_sigma",
                   "with torch.no_grad():", "    for t in scheduler.timesteps:",
-                  "        weak = guide(x, t).sample",
-                  f"        prediction = weak + {scale:g} * (unet(x, t).sample - weak)",
+                  "        model_input = scheduler.scale_model_input(x, t)", *guided,
                   "        x = scheduler.step(prediction, t, x).prev_sample",
                   "images = (x.clamp(-1, 1) + 1) / 2  # (16, C, H, W) in [0, 1]", "```", ""]
     if metrics:
