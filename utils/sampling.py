@@ -28,6 +28,14 @@ FAST_SAMPLER = {"sampler": "dpm++sde", "num_inference_steps": 25, "guide_interva
 GUIDE_FOLDER = "guide_unet"  # where a pipeline folder keeps its autoguidance guide (see generate)
 
 
+def _scheduler_spec(name: str) -> tuple[str, dict]:
+    """(diffusers class name, extra settings) of the sampler ``name``; a clear error for an unknown one."""
+    key = str(name).lower()
+    if key not in _SCHEDULERS:
+        raise ValueError(f"Unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}.")
+    return _SCHEDULERS[key]
+
+
 def make_scheduler(name: str, train_config):
     """A sampling scheduler called ``name`` (one of SAMPLERS) built from the training scheduler or its config.
 
@@ -40,10 +48,7 @@ def make_scheduler(name: str, train_config):
     """
     import diffusers
 
-    key = str(name).lower()
-    if key not in _SCHEDULERS:
-        raise ValueError(f"Unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}.")
-    class_name, extra = _SCHEDULERS[key]
+    class_name, extra = _scheduler_spec(name)
     config = getattr(train_config, "config", train_config)
     # Passed explicitly: from_config leaves out the values the training scheduler took by default, and a class
     # with other defaults (Heun: beta_start 0.00085) would then sample on a different noise schedule.
@@ -54,10 +59,7 @@ def make_scheduler(name: str, train_config):
 def scheduler_code(name: str, config_expression: str = "pipeline.scheduler.config") -> tuple[str, str]:
     """(the diffusers class, a Python expression building it from ``config_expression``) for the sampler ``name``,
     as make_scheduler builds it: for usage code in model cards."""
-    key = str(name).lower()
-    if key not in _SCHEDULERS:
-        raise ValueError(f"Unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}.")
-    class_name, extra = _SCHEDULERS[key]
+    class_name, extra = _scheduler_spec(name)
     arguments = "".join(f", {k}={v!r}" for k, v in extra.items())
     return class_name, f'{class_name}.from_config({config_expression}, timestep_spacing="trailing"{arguments})'
 
