@@ -1,4 +1,4 @@
-"""Regenerate every open-in badge table and every notebook setup cell from utils/course.py.
+"""Regenerate every open-in badge table and every notebook setup cell (source and metadata) from utils/course.py.
 
     python -m tools.sync_course          # rewrite README badges and setup cells
     python -m tools.sync_course --check  # exit 1 if anything is out of date (used by the tests)
@@ -21,7 +21,13 @@ SETUP_TAG = "course-setup"
 BADGES_START, BADGES_END = "<!-- badges:start -->", "<!-- badges:end -->"
 REQUIREMENTS_SPLIT = "# --- tests and tooling"
 
+SETUP_TITLE = "セットアップ：コースの取得と、足りないパッケージのインストール（実行するだけで、編集は不要です）"
+# How the setup cell opens: Colab shows a cell with cellView "form" as its #@title line only (the code stays hidden
+# until the learner double-clicks it); JupyterLab and Jupyter Notebook 7 collapse a cell whose source_hidden is true.
+SETUP_METADATA = {"cellView": "form", "jupyter": {"source_hidden": True}, "tags": [SETUP_TAG]}
+
 SETUP_CELL = '''\
+#@title {title} {{ display-mode: "form" }}
 # コース共通のセットアップ（`python -m tools.sync_course` が生成するセルです。編集しないでください）
 # 1. utils が見つからないとき（Colab や Kaggle でこのノートブックだけを開いたとき）は、コースのリポジトリを取得します。
 # 2. requirements.txt の前半（実行に必要な部分）と入っているバージョンを比べ、足りないもの・古すぎるものだけを
@@ -110,8 +116,15 @@ if torch.cuda.is_available():
 
 def setup_cell_source() -> str:
     """The setup cell shared by every notebook."""
-    return SETUP_CELL.format(repo=GITHUB_REPO, name=GITHUB_REPO.split("/")[1], branch=BRANCH,
+    return SETUP_CELL.format(title=SETUP_TITLE, repo=GITHUB_REPO, name=GITHUB_REPO.split("/")[1], branch=BRANCH,
                              split=REQUIREMENTS_SPLIT)
+
+
+def setup_cell_metadata(current: dict) -> dict:
+    """``current`` with the keys that open the setup cell collapsed (other keys, e.g. an editor's, are kept)."""
+    metadata = {**current, **SETUP_METADATA, "jupyter": {**current.get("jupyter", {}), **SETUP_METADATA["jupyter"]}}
+    metadata["tags"] = list(dict.fromkeys([*current.get("tags", []), SETUP_TAG]))
+    return metadata
 
 
 def badge_links(notebook: str) -> dict[str, str]:
@@ -159,12 +172,13 @@ def _sync_notebook(path: Path, check: bool) -> bool:
     if len(cells) != 1:
         print(f"{path}: expected exactly one cell tagged {SETUP_TAG!r}, found {len(cells)}", file=sys.stderr)
         return False
-    source = setup_cell_source()
-    current = "".join(cells[0]["source"])
-    if current != source and not check:
+    source, metadata = setup_cell_source(), setup_cell_metadata(cells[0]["metadata"])
+    fresh = "".join(cells[0]["source"]) == source and cells[0]["metadata"] == metadata
+    if not fresh and not check:
         cells[0]["source"] = source.splitlines(keepends=True)
+        cells[0]["metadata"] = metadata
         path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return current == source
+    return fresh
 
 
 def sync(check: bool = False) -> list[str]:
