@@ -18,9 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the course's utils importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def image_folder(root: Path, count: int, size: int, distinct: int = 1000) -> Path:
@@ -63,10 +62,9 @@ def anonymous_memory() -> int:
 
 def measure(args) -> dict:
     """Worker: set up and train the script on one folder with one storage; return memory and speed."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from training_script import load_script
+    from utils.course import load_training_script
 
-    script = load_script()
+    script = load_training_script()
     output = Path(tempfile.mkdtemp(prefix="data-storage-"))
     from utils.training import MODEL_SIZES
 

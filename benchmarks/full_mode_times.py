@@ -23,7 +23,6 @@ import nbclient
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 NOTEBOOKS = ("unit1/01_introduction_to_diffusers.ipynb", "unit1/02_diffusion_models_from_scratch.ipynb")
 
 

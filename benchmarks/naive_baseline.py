@@ -21,17 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from utils import images_to_tensor, is_fallback, load_image_dataset, make_grid, upscale
+from utils.environment import describe_device, library_versions
+from utils.metrics import digit_metrics
+from utils.recipe import write_recipe
+
 ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):  # run as a script: make the course's utils importable
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from utils import images_to_tensor, is_fallback, load_image_dataset, make_grid, upscale  # noqa: E402
-from utils.environment import describe_device, library_versions  # noqa: E402
-from utils.metrics import digit_metrics  # noqa: E402
-from utils.recipe import write_recipe  # noqa: E402
 
 NOTEBOOK = ROOT / "unit1" / "02_diffusion_models_from_scratch.ipynb"
 FROM_NOTEBOOK = ("BasicUNet", "corrupt", "sample_naive")

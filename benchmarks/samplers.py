@@ -23,13 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the course's utils importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from utils.metrics import MetricUnavailable, digit_metrics, inception_metrics  # noqa: E402
-from utils.sampling import (  # noqa: E402
+from utils.metrics import MetricUnavailable, digit_metrics, inception_metrics
+from utils.sampling import (
     GUIDE_FOLDER,
     SAMPLERS,
     generate,

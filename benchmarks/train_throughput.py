@@ -44,7 +44,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("plain", "script", "script-bf16")
-sys.path.insert(0, str(ROOT))
 
 
 def make_dataset(num_images: int, source_size: int, channels: int = 3):
@@ -106,10 +105,9 @@ def script_loop(dataset, args, device):
     """train_unconditional.py's own set-up and training loop on the same images: yields after every step."""
     import tempfile
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from training_script import load_script
+    from utils.course import load_training_script
 
-    script = load_script()
+    script = load_training_script()
     folder = Path(tempfile.mkdtemp(prefix="throughput-"))
     (folder / "images").mkdir()
     for i, image in enumerate(dataset["image"]):  # the same PNG images, as a folder of the learner's own

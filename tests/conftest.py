@@ -1,14 +1,12 @@
-"""Test configuration: make the repository importable and keep every test offline."""
+"""Test configuration: keep every test offline (the course is importable: pip install -e . or the repository root)."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("COURSE_QUICK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")

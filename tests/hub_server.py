@@ -467,7 +467,6 @@ def seed_course_repos(hub: FakeHub) -> FakeHub:
 if __name__ == "__main__":
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     server = seed_course_repos(FakeHub())
     print(f"HF_ENDPOINT={server.start(int(sys.argv[1]) if len(sys.argv) > 1 else 0)}  HF_TOKEN={server.token}",
           flush=True)

@@ -9,10 +9,15 @@ of ``setup_course`` only when it runs, so reading the constants (tools/sync_cour
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     import torch
 
 GITHUB_REPO = "diffusion-course-ja/diffusion-course"
@@ -36,3 +41,16 @@ def setup_course(seed: int = 0) -> tuple[torch.device, bool, bool]:
               "フルモードで動かすには環境変数 COURSE_QUICK=0 を設定してください。")
     print(environment_summary(device, quick, online))
     return device, quick, online
+
+
+def load_training_script() -> ModuleType:
+    """unit1/train_unconditional.py (a script, not part of the package) as the module ``train_unconditional``,
+    loaded once per process: the tests and the benchmarks call the script's own functions."""
+    if "train_unconditional" in sys.modules:
+        return sys.modules["train_unconditional"]
+    path = Path(__file__).resolve().parent.parent / "unit1" / "train_unconditional.py"
+    spec = importlib.util.spec_from_file_location("train_unconditional", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
