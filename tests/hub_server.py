@@ -6,6 +6,9 @@ httpx2-based) runs its own download and upload code. It serves what the course u
 
 - the Hub API the clients call: repo info, file trees, paths-info, ``resolve`` downloads (with Range), ``whoami``,
   repo creation, preupload, the LFS batch/upload protocol and ndjson commits;
+- the model listing (``GET /api/models`` with ``filter``, ``author``, ``limit``, ``expand`` and the ``Link`` header
+  of the next page; an unknown ``expand`` value is the Hub's 400); a model's tags come from its card's metadata,
+  as on the Hub;
 - the Hub's real error answers (``X-Error-Code: RepoNotFound`` / ``EntryNotFound`` / ``RevisionNotFound``), and
   renamed repos redirect as on the Hub (``mnist`` -> ``ylecun/mnist``);
 - a broken Hub on demand (``hub.failure = "error" | "truncate" | "slow"``), to test the fallbacks.
@@ -29,11 +32,19 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 USER = "course-learner"
 LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".png", ".jpg", ".gif")
 RENAMED = {("dataset", "mnist"): "ylecun/mnist"}  # legacy canonical names the Hub redirects
+# The values /api/models accepts for expand (huggingface_hub's ExpandModelProperty_T); any other is a 400.
+MODEL_EXPAND = ("author", "baseModels", "cardData", "childrenModelCount", "config", "createdAt", "disabled",
+                "downloads", "downloadsAllTime", "evalResults", "gated", "gguf", "inference",
+                "inferenceProviderMapping", "lastModified", "library_name", "likes", "mask_token", "model-index",
+                "pipeline_tag", "private", "resourceGroup", "safetensors", "sha", "siblings", "spaces", "tags",
+                "transformersInfo", "trendingScore", "usedStorage", "widgetData")
+LISTED_BY_DEFAULT = ("id", "likes", "trendingScore", "private", "downloads", "tags", "pipeline_tag", "library_name",
+                     "createdAt")
 
 
 def git_blob_sha(data: bytes) -> str:
@@ -47,6 +58,31 @@ class Repo:
     repo_id: str
     files: dict[str, bytes] = field(default_factory=dict)
     private: bool = False
+    gated: bool | str = False  # False, "auto" or "manual", as the Hub reports it
+    sizes: dict[str, int] = field(default_factory=dict)  # sizes the metadata claims instead of the real ones
+
+    def card_metadata(self) -> dict:
+        """The YAML block at the top of README.md ({} without one or when it does not parse)."""
+        import yaml
+
+        match = re.match(rb"---\n(.*?)\n---\n", self.files.get("README.md", b""), re.S)
+        try:
+            metadata = yaml.safe_load(match.group(1)) if match else None
+        except yaml.YAMLError:
+            return {}
+        return metadata if isinstance(metadata, dict) else {}
+
+    def tags(self) -> list[str]:
+        """The card's tags, its library and license, and "safetensors" when the repo has such weights."""
+        metadata = self.card_metadata()
+        tags = [str(t) for t in metadata.get("tags") or [] if isinstance(t, (str, int))]
+        if metadata.get("library_name"):
+            tags.append(str(metadata["library_name"]))
+        if any(p.endswith(".safetensors") for p in self.files):
+            tags.append("safetensors")
+        if metadata.get("license"):
+            tags.append(f"license:{metadata['license']}")
+        return list(dict.fromkeys(tags))
 
     @property
     def sha(self) -> str:
@@ -58,9 +94,10 @@ class Repo:
     def entry(self, path: str) -> dict:
         """One file as the tree and paths-info endpoints describe it."""
         data = self.files[path]
-        item = {"type": "file", "oid": git_blob_sha(data), "size": len(data), "path": path}
+        size = self.sizes.get(path, len(data))
+        item = {"type": "file", "oid": git_blob_sha(data), "size": size, "path": path}
         if path.endswith(LFS_SUFFIXES):
-            item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": size, "pointerSize": 134}
         return item
 
     def folders(self) -> set[str]:
@@ -78,6 +115,8 @@ class FakeHub:
         self.requests: list[str] = []
         self.failure: str | None = None  # None, "error" (500s), "truncate" (short files), "slow" (stalls)
         self.slow_seconds = 30.0
+        self.page_size = 1000  # models per page of /api/models (the Hub's largest page)
+        self.delete_after_listing: set[str] = set()  # model repos that vanish once a listing has shown them
         self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------ set-up
@@ -185,6 +224,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in url.path.split("/") if p]
         query = parse_qs(url.query)
         try:
+            if parts == ["api", "models"] and self.command == "GET":
+                return self._list_models(query)
             if parts[:2] == ["api", "whoami-v2"]:
                 return self._whoami()
             if parts[:3] == ["api", "repos", "create"]:
@@ -201,6 +242,33 @@ class _Handler(BaseHTTPRequestHandler):
             return self._resolve(repo_type, parts[1:] if repo_type == "dataset" else parts)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    # ------------------------------------------------------------ the model listing
+    def _list_models(self, query: dict):
+        """GET /api/models: filter (every value a tag), author, limit (the page size), expand, cursor (next page)."""
+        expand = query.get("expand", [])
+        unknown = [value for value in expand if value not in MODEL_EXPAND]
+        if unknown:
+            return self._error(400, None, f'"expand" must be one of {list(MODEL_EXPAND)}, got {unknown[0]!r}')
+        wanted, author = query.get("filter", []), query.get("author", [None])[0]
+        models = sorted((r for (kind, _), r in self.hub.repos.items() if kind == "model" and not r.private
+                         and all(tag in r.tags() for tag in wanted)
+                         and (author is None or r.repo_id.split("/")[0] == author)), key=lambda r: r.repo_id)
+        limit = int(query.get("limit", [self.hub.page_size])[0])
+        page_size = min(limit, self.hub.page_size)
+        start = int(query.get("cursor", ["0"])[0])
+        page = models[start:start + page_size]
+        fields = ["id", *expand] if expand else list(LISTED_BY_DEFAULT)
+        items = [{"_id": r.sha[:24], **{k: v for k, v in self._info(r).items() if k in fields}} for r in page]
+        headers = {}
+        if start + page_size < len(models):
+            pairs = [(k, v) for k, values in query.items() if k != "cursor" for v in values]
+            pairs.append(("cursor", str(start + page_size)))
+            headers["Link"] = f'<{self.hub.endpoint}/api/models?{urlencode(pairs)}>; rel="next"'
+        self._json(items, headers=headers)
+        for repo in page:
+            if repo.repo_id in self.hub.delete_after_listing:
+                self.hub.repos.pop(("model", repo.repo_id), None)
 
     # ------------------------------------------------------------ repo API
     def _api(self, repo_type: str, segments: list[str], query: dict):
@@ -230,7 +298,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _info(self, repo: Repo) -> dict:
         info = {"_id": repo.sha[:24], "id": repo.repo_id, "sha": repo.sha, "private": repo.private,
-                "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
+                "disabled": False, "gated": repo.gated, "downloads": 0, "likes": 0, "trendingScore": 0,
+                "tags": repo.tags() if repo.repo_type == "model" else [],
                 "lastModified": "2026-12-01T00:00:00.000Z", "createdAt": "2026-12-01T00:00:00.000Z",
                 "author": repo.repo_id.split("/")[0] if "/" in repo.repo_id else None,
                 "siblings": [{"rfilename": path} for path in sorted(repo.files)]}
@@ -273,6 +342,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         if path not in repo.files:
             return self._error(404, "EntryNotFound", f"Entry not found: {path}")
+        if repo.gated:  # the test Hub's users never asked for access
+            return self._error(403, "GatedRepo", f"Access to model {repo.repo_id} is restricted. You must have "
+                               "access to it and be authenticated to access it.")
         data, entry = repo.files[path], repo.entry(path)
         headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{entry["oid"]}"', "Accept-Ranges": "bytes"}
         if "lfs" in entry:

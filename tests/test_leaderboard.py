@@ -1,7 +1,8 @@
-"""tools.leaderboard: recipe.json files -> a sorted markdown table and a quality-vs-compute plot."""
+"""tools.leaderboard and tools.ranking: recipe.json files -> one row per recipe, ranked by evidence, and a plot."""
 
 import ast
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tools import leaderboard
+from tools import hub_entries, leaderboard, ranking
 from tools.leaderboard import (
     MISSING,
     OPTIONAL,
@@ -19,13 +20,13 @@ from tools.leaderboard import (
     load_recipes,
     main,
     main_idea,
-    seed_group,
-    seed_means,
-    sort_recipes,
+    rgb_markdown,
 )
-from utils.recipe import RECIPE_FIELDS
+from tools.ranking import rank_recipes, seed_group, training_key
+from utils.recipe import RECIPE_FIELDS, recipe_problems
 
 ROOT = Path(__file__).resolve().parent.parent
+BASE = "python unit1/train_unconditional.py --dataset_name mnist --max_train_steps 4600"
 
 
 def write_recipe(folder, **fields):
@@ -36,62 +37,114 @@ def write_recipe(folder, **fields):
     return folder / "recipe.json"
 
 
-@pytest.fixture
-def recipes(tmp_path):
-    common = dict(dataset="mnist", device="cpu", num_processes=1, mixed_precision="no", model_size="small",
-                  num_parameters=687_000, train_batch_size=64, learning_rate=1e-3)
-    return [
-        write_recipe(tmp_path / "ddpm-3min", **common, train_minutes=3.1, images_seen=25_600, sampler="dpm++",
-                     num_inference_steps=20, guide_step=None, guidance_scale=1.0,
-                     command="python unit1/train_unconditional.py --max_train_steps 400 --sampler dpm++",
-                     metrics={"fid": 12.0, "fid_floor": 1.5, "kid_mean": 0.02, "kid_std": 0.001,
-                              "coverage": 0.97, "confidence": 0.9, "num_samples": 1000}),
-        write_recipe(tmp_path / "ddpm-15min", **common, train_minutes=15.0, images_seen=128_000, sampler="ddpm",
-                     num_inference_steps=100, guide_step=1000, guidance_scale=1.5,
-                     command="accelerate launch unit1/train_unconditional.py --max_train_steps 2000 --guide_step 1000",
-                     metrics={"fid": 3.0, "fid_floor": 1.5, "kid_mean": 0.004, "kid_std": 0.0005,
-                              "coverage": 0.99, "confidence": 0.95, "num_samples": 1000}),
-        write_recipe(tmp_path / "naive-baseline", dataset="mnist", dataset_fallback="OFFLINE FALLBACK: digits",
-                     train_minutes=3.0, images_seen=40_000,
-                     command="python naive.py --note 'a|b'", metrics={"fid": 80.0, "fid_floor": 1.5}),
-        write_recipe(tmp_path / "not-evaluated", dataset="mnist", device="cuda", num_processes=2,
-                     mixed_precision="fp16", train_minutes=1.0, images_seen=10_000, metrics={}),
-    ]
+def run(folder, seed, fid, sampler="ddpm", steps=100, digest=None, scale=1.0, command=BASE, **fields):
+    """One evaluation of one training run of ``command`` with the given seed, sampler and FID."""
+    flags = f" --sampler {sampler} --num_inference_steps {steps} --seed {seed} --output_dir out/{folder.name}"
+    return write_recipe(folder, dataset="mnist", seed=seed, sampler=sampler, num_inference_steps=steps,
+                        guide_step=1000 if scale != 1 else None, guidance_scale=scale, train_minutes=14.0,
+                        images_seen=147_200, device="cpu (2 threads)", num_processes=1, mixed_precision="no",
+                        model_size="micro-conv", num_parameters=636_465, command=command + flags,
+                        processes=[{"rank": 0, "weights_sha256": digest or f"{folder.name}-weights"}],
+                        metrics={"fid": fid, "fid_floor": 0.2, "coverage": 0.99, "num_samples": 1000}, **fields)
 
 
 def table_rows(markdown):
-    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| 順位")]
+    return [line.split(" | ") for line in markdown.splitlines()
+            if line.startswith("| ") and not line.startswith(("| 順位", "| モデル"))]
 
 
-def test_table_is_sorted_by_fid_with_missing_values_as_dashes(recipes):
-    rows = table_rows(leaderboard_markdown(load_recipes(recipes)))
-    # the offline fallback data is a dataset of its own, ranked after (not between) the Hub MNIST recipes
-    assert [row.split(" | ")[1] for row in rows] == ["ddpm-15min", "ddpm-3min", "not-evaluated", "naive-baseline"]
-    best = rows[0].split(" | ")
-    assert best[:6] == ["| 1", "ddpm-15min", "3", "2.00×", MISSING, "0.004 ± 0.0005"]  # one seed: no seed mean
-    assert "cpu" in best and "15" in best and "128,000" in best and "1,000" in best and "small (0.69 M)" in best
-    assert best[-1] == "`accelerate launch unit1/train_unconditional.py --max_train_steps 2000 --guide_step 1000` |"
-    assert "ddpm 100 + AG 1.5 (step 1000)" in best and "dpm++ 20" in rows[1].split(" | ")  # AG: autoguidance
-    unevaluated = rows[2].split(" | ")
-    assert unevaluated[2] == MISSING and unevaluated[-1] == f"{MISSING} |"
-    assert "cuda ×2 (fp16)" in unevaluated
-    assert "`python naive.py --note 'a\\|b'`" in rows[3]  # a pipe inside a command does not break the table
-    assert "mnist（オフライン代替データ）" in rows[3].split(" | ") and "mnist" in best
+@pytest.fixture
+def board(tmp_path):
+    """Recipe A: three seeds, each also evaluated with a second sampler (same weights); recipe B: two seeds close
+    to A; recipe C: one run, far worse; a notebook run without a command or metric."""
+    paths = []
+    for seed, fid, slow in ((0, 0.56, 0.55), (1, 0.76, 0.87), (2, 0.79, None)):
+        paths.append(run(tmp_path / f"a-fast-seed{seed}", seed, fid, "dpm++sde", 25, f"a{seed}", 1.5))
+        if slow is not None:
+            paths.append(run(tmp_path / f"a-slow-seed{seed}", seed, slow, "ddpm", 250, f"a{seed}", 1.5))
+    for seed, fid in ((0, 0.73), (1, 0.74)):
+        paths.append(run(tmp_path / f"b-seed{seed}", seed, fid, command=BASE + " --snr_plus_one"))
+    paths.append(run(tmp_path / "c", 0, 9.0, command=BASE + " --model_size tiny"))
+    paths.append(write_recipe(tmp_path / "notebook", dataset="mnist", metrics={}))
+    return paths
 
 
-def test_sorting_direction_follows_the_metric(recipes):
-    loaded = load_recipes(recipes)
-    by_coverage = [r["metrics"].get("coverage") for r in sort_recipes(loaded, "coverage")]
-    assert by_coverage == [0.99, 0.97, None, None]
+def test_seeds_and_identical_weights_make_one_row_with_its_sampler_variants(board):
+    rows, spread, dof = rank_recipes(load_recipes(board))
+    assert [ranking.entry_name(row.representative) for row in rows] == ["a-fast-seed0", "b-seed0", "c", "notebook"]
+    best = rows[0]
+    assert best.best.seeds == [0, 1, 2] and best.best.mean == pytest.approx((0.56 + 0.76 + 0.79) / 3)
+    (slow,) = best.variants[1:]
+    assert slow.seeds == [0, 1] and slow.mean == pytest.approx(0.71)  # the sampler comparison beside the rank
+    assert len(best.entries) == 5  # five evaluations, three training runs, one recipe
+    logs = [[math.log(v) for v in values] for values in ([0.56, 0.76, 0.79], [0.55, 0.87], [0.73, 0.74])]
+    squares = sum(sum((x - sum(ls) / len(ls)) ** 2 for x in ls) for ls in logs)
+    assert dof == 4 and spread == pytest.approx(math.sqrt(squares / 4))
+    assert best.log_error == pytest.approx(spread / math.sqrt(3))
+    assert rows[-1].best is None and rows[-1].rank is None  # not evaluated: listed last, unranked
 
 
-def test_command_line_writes_markdown_and_plot(recipes, tmp_path, capsys):
+def test_rows_that_cannot_be_told_apart_share_a_rank_and_single_runs_say_so(board):
+    rows = table_rows(leaderboard_markdown(load_recipes(board)))
+    assert [row[0] for row in rows] == ["| 1 ≈", "| 1 ≈", "| 3", f"| {MISSING}"]  # a and b tie; c is worse
+    assert rows[0][3] == "3（0, 1, 2）" and rows[2][3] == "1（0、1 回のみ）"
+    assert rows[0][2].startswith("0.703 ± ")
+    assert rows[0][8] == "ddpm 250 + AG 1.5 (step 1000): 0.71（2）"
+    assert rows[0][7] == "dpm++sde 25 + AG 1.5 (step 1000)"
+    assert rows[0][5] == "未検証（重みが Hub にない）"
+
+
+def test_the_notes_state_the_seed_spread_measured_from_the_table(board):
+    text = leaderboard_markdown(load_recipes(board), command="python -m tools.leaderboard x")
+    assert "最大 1.58 倍（0.55 と 0.87）" in text  # the largest ratio between two seeds of one variant
+    assert "自由度 4" in text and "暗記" in text and "評価枚数" in text
+    assert "`python -m tools.leaderboard x`" in text and "まだ集めていません" in text
+
+
+def test_training_key_drops_seed_output_resume_and_sampling_flags():
+    a = {"command": f"{BASE} --guide_step 1000 --guidance_scale 1.5 --guide_interval 100 900 --sampler ddpm "
+                    "--seed 1 --output_dir=x --resume_from_checkpoint latest --eval_num_samples 1000"}
+    assert training_key(a) == BASE and training_key({"command": None}) is None
+    assert seed_group(a) == (f"{BASE} --guide_step 1000 --guidance_scale 1.5 --guide_interval 100 900 --sampler ddpm "
+                             "--eval_num_samples 1000")
+    assert training_key({"command": "python x.py --note 'unbalanced"}) == "python x.py --note 'unbalanced"
+
+
+def test_a_verified_entry_ranks_by_its_verified_fid_and_a_disagreement_is_flagged(tmp_path):
+    paths = [run(tmp_path / "honest", 0, 1.0, command=BASE + " --a"), run(tmp_path / "boasted", 0, 0.3,
+                                                                           command=BASE + " --b")]
+    for path, verified in zip(paths, ({"fid": 1.02, "agrees": True}, {"fid": 3.0, "agrees": False})):
+        (path.parent / "entry.json").write_text(json.dumps(
+            {"repo_id": f"someone/{path.parent.name}", "revision": "abc123", "grid": "samples/final.png",
+             "verified": {"revision": "abc123", "fid_std": 0.05, **verified}}))
+    loaded = load_recipes(paths)
+    assert loaded[0]["_hub"] == {"repo_id": "someone/honest", "revision": "abc123", "grid": "samples/final.png"}
+    rows = table_rows(leaderboard_markdown(loaded))
+    assert rows[0][1] == "[someone/honest](https://huggingface.co/someone/honest)" and rows[0][5] == "1.02 ✓"
+    assert rows[1][5] == "3 ⚠ 自己申告と不一致"  # ranked by what its weights actually give
+
+
+def test_rgb_entries_get_their_own_unranked_table(tmp_path):
+    butterflies = write_recipe(tmp_path / "butterflies", dataset="huggan/smithsonian_butterflies_subset",
+                               model_size="UNet2DModel", num_parameters=18_500_000, device="cuda", train_minutes=30.0,
+                               images_seen=30_000, metrics={})
+    (butterflies.parent / "entry.json").write_text(json.dumps({"repo_id": "me/ddpm-butterflies-32px",
+                                                               "revision": "f00", "grid": "samples.png"}))
+    digits = run(tmp_path / "digits", 0, 1.0)
+    loaded = load_recipes([butterflies, digits])
+    assert len(table_rows(leaderboard_markdown(loaded))) == 1  # not in the MNIST ranking
+    (row,) = table_rows(rgb_markdown(loaded))
+    assert row[1] == "![サンプル](https://huggingface.co/me/ddpm-butterflies-32px/resolve/f00/samples.png)"
+    assert "UNet2DModel (18.50 M)" in row and "なし" in row and "未検証 |" in row
+    assert "順位を付けません" in rgb_markdown(loaded)
+    assert "まだエントリーはありません" in rgb_markdown(load_recipes([digits]))
+
+
+def test_command_line_writes_markdown_and_plot(board, tmp_path):
     markdown, plot = tmp_path / "out" / "leaderboard.md", tmp_path / "out" / "leaderboard.png"
-    folders = [str(path.parent) for path in recipes]  # a folder means its recipe.json
-    assert main([*folders, "--markdown", str(markdown), "--plot", str(plot)]) == 0
+    assert main([*(str(p.parent) for p in board), "--markdown", str(markdown), "--plot", str(plot)]) == 0
     text = markdown.read_text(encoding="utf-8")
-    assert len(table_rows(text)) == 4
-    assert "`python -m tools.leaderboard " in text and "--plot" in text  # the command that made it
+    assert len(table_rows(text)) == 4 and "`python -m tools.leaderboard " in text and "--plot" in text
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.width > 600
 
@@ -100,7 +153,7 @@ def test_command_line_writes_markdown_and_plot(recipes, tmp_path, capsys):
     (None, "does not exist"),
     ("{not json", "not valid JSON"),
     ("[1, 2]", "not a list"),
-    (json.dumps({**dict.fromkeys(RECIPE_FIELDS), "metrics": 3}), "'metrics' must be an object"),
+    (json.dumps({**dict.fromkeys(RECIPE_FIELDS), "metrics": 3}), "'metrics' must be a JSON object"),
     (json.dumps({name: None for name in RECIPE_FIELDS if name != "guidance_scale"} | {"metrics": {}}),
      r"does not follow the recipe schema \(utils/recipe.py\): missing field 'guidance_scale'"),
 ])
@@ -112,6 +165,20 @@ def test_unreadable_recipes_get_clear_messages(tmp_path, content, message):
         load_recipes([path])
 
 
+def test_the_schema_checks_types_so_an_untrusted_recipe_cannot_break_the_table():
+    recipe = {**dict.fromkeys(RECIPE_FIELDS), "metrics": {"fid": "0.1", "n": float("inf")}, "versions": {},
+              "train_minutes": True, "command": ["rm", "-rf"], "seed": 1.5, "dataset": "x" * 30_000}
+    problems = recipe_problems(recipe)
+    assert "'train_minutes' must be a finite number or null, not bool true" in problems
+    assert any(p.startswith("'command' must be a string or null, not list") for p in problems)
+    assert "'seed' must be an integer or null, not float 1.5" in problems
+    assert any("30,000 characters" in p for p in problems)
+    assert any(p.startswith("metrics['fid'] must be a finite number") for p in problems)
+    assert any(p.startswith("metrics['n'] must be a finite number") for p in problems)
+    for path in sorted((ROOT / "unit1" / "leaderboard").glob("*/recipe.json")):
+        assert recipe_problems(json.loads(path.read_text(encoding="utf-8"))) == [], path.parent.name
+
+
 def test_plot_without_any_metric_is_an_error_not_an_empty_figure(tmp_path, capsys):
     path = write_recipe(tmp_path / "run", dataset="mnist", metrics={})
     assert main([str(path), "--plot", str(tmp_path / "plot.png")]) == 2
@@ -119,28 +186,43 @@ def test_plot_without_any_metric_is_an_error_not_an_empty_figure(tmp_path, capsy
     assert not (tmp_path / "plot.png").exists()
 
 
-def test_a_folder_of_run_folders_means_all_their_recipes(recipes, tmp_path):
-    assert len(load_recipes([tmp_path])) == 4
+def test_a_folder_means_its_run_folders_and_its_collected_hub_entries(board, tmp_path):
+    hub = write_recipe(tmp_path / "hub" / "someone--model", dataset="mnist", metrics={})
+    (hub.parent / "entry.json").write_text(json.dumps({"repo_id": "someone/model", "revision": "1"}))
+    loaded = load_recipes([tmp_path])
+    assert len(loaded) == len(board) + 1 and loaded[-1]["_hub"]["repo_id"] == "someone/model"
     (tmp_path / "empty").mkdir()
     with pytest.raises(RecipeError, match="holds no recipe.json"):
         load_recipes([tmp_path / "empty"])
 
 
-def test_readme_table_is_replaced_between_markers_and_checked(recipes, tmp_path, capsys):
+def test_readme_tables_are_replaced_between_markers_and_checked(board, tmp_path, capsys):
     readme = tmp_path / "README.md"
-    readme.write_text("# Unit\n\n<!-- leaderboard:start -->\nold table\n<!-- leaderboard:end -->\n\nMore text.\n",
-                      encoding="utf-8")
-    args = [str(path) for path in recipes] + ["--readme", str(readme)]
+    readme.write_text("# Unit\n\n<!-- leaderboard:start -->\nold table\n<!-- leaderboard:end -->\n\nRGB:\n"
+                      "<!-- leaderboard-rgb:start -->\nold\n<!-- leaderboard-rgb:end -->\nMore text.\n", encoding="utf-8")
+    args = [str(path) for path in board] + ["--readme", str(readme)]
     assert main([*args, "--check"]) == 1
     assert "out of date" in capsys.readouterr().out and "old table" in readme.read_text(encoding="utf-8")
     assert main(args) == 0
     text = readme.read_text(encoding="utf-8")
-    assert text.startswith("# Unit\n\n<!-- leaderboard:start -->\n| 順位") and text.endswith("<!-- leaderboard:end -->\n\nMore text.\n")
-    assert len(table_rows(text)) == 4 and "old table" not in text
+    assert text.startswith("# Unit\n\n<!-- leaderboard:start -->\n| 順位") and text.endswith("More text.\n")
+    assert len(table_rows(text)) == 4 and "old" not in text and "まだエントリーはありません" in text
     assert main([*args, "--check"]) == 0  # --check is not part of the recorded command
     readme.write_text("# No markers\n", encoding="utf-8")
     assert main(args) == 2
     assert "no leaderboard markers" in capsys.readouterr().err
+
+
+def test_check_cannot_be_combined_with_collecting(board, capsys):
+    with pytest.raises(SystemExit):
+        main([str(board[0]), "--readme", "x.md", "--check", "--from-hub"])
+    assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_from_hub_offline_is_a_clear_error_that_keeps_the_entries(board, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([str(tmp_path), "--from-hub"]) == 2
+    assert "not reachable" in capsys.readouterr().err
 
 
 def test_plot_labels_of_near_identical_recipes_are_merged_not_overprinted():
@@ -148,22 +230,20 @@ def test_plot_labels_of_near_identical_recipes_are_merged_not_overprinted():
     assert label_groups(points) == [(1.0, 1.0, [1, 2, 4]), (10.0, 1.0, [3]), (1.0, 10.0, [5]), (2.0, -0.1, [6])]
 
 
-def test_summary_shows_the_top_recipes_in_a_short_table_and_is_checked(recipes, tmp_path, capsys):
+def test_summary_shows_the_top_recipes_in_a_short_table_and_is_checked(board, tmp_path, capsys):
     full, unit = tmp_path / "leaderboard" / "README.md", tmp_path / "README.md"
     full.parent.mkdir()
     full.write_text("<!-- leaderboard:start -->\n<!-- leaderboard:end -->\n", encoding="utf-8")
     unit.write_text("# Unit\n<!-- leaderboard-top:start -->\nold\n<!-- leaderboard-top:end -->\nEnd.\n", encoding="utf-8")
-    args = [str(path) for path in recipes] + ["--readme", str(full), "--summary", str(unit), "--top", "2"]
+    args = [str(path) for path in board] + ["--readme", str(full), "--summary", str(unit), "--top", "2"]
     assert main([*args, "--check"]) == 1
     assert capsys.readouterr().out.count("out of date") == 2
     assert main(args) == 0
     text = unit.read_text(encoding="utf-8")
     rows = table_rows(text)
-    assert len(rows) == 2 and rows[0].split(" | ")[:4] == ["| 1", "ddpm-15min", "3", "2.00×"]
-    assert rows[0].count(" | ") == 7 and "`" not in rows[0]  # rank, recipe, FID, ratio, seed mean, coverage,
-    # minutes, idea
+    assert len(rows) == 2 and rows[0][:2] == ["| 1 ≈", "a-fast-seed0"] and rows[1][3] == "2（0, 1）"
+    assert len(rows[0]) == 8 and "`" not in " | ".join(rows[0])
     assert "[leaderboard/README.md](leaderboard/README.md)" in text and text.endswith("<!-- leaderboard-top:end -->\nEnd.\n")
-    assert len(table_rows(full.read_text(encoding="utf-8"))) == 4
     assert main([*args, "--check"]) == 0
     unit.write_text("# No summary markers\n", encoding="utf-8")
     assert main(args) == 2
@@ -172,74 +252,70 @@ def test_summary_shows_the_top_recipes_in_a_short_table_and_is_checked(recipes, 
 
 def test_main_idea_is_made_from_the_recipe():
     recipe = dict(model_size="micro-conv", prediction_type="v_prediction", train_batch_size=32, snr_gamma=5.0,
-                  snr_plus_one=True, guide_step=1000, guidance_scale=1.5, sampler="ddpm", num_inference_steps=250,
-                  seed=1)
-    assert main_idea(recipe) == "micro-conv · v 予測 · バッチ 32 · Min-SNR 5 (+1) · AG 1.5 · ddpm 250 · seed 1"
+                  snr_plus_one=True, guide_step=1000, guidance_scale=1.5, sampler="ddpm", num_inference_steps=250)
+    assert main_idea(recipe) == "micro-conv · v 予測 · バッチ 32 · Min-SNR 5 (+1) · AG 1.5 · ddpm 250"
     assert main_idea({}) == MISSING
 
 
-def test_seeds_of_one_recipe_are_averaged_and_other_recipes_are_not(tmp_path):
-    base = "python unit1/train_unconditional.py --max_train_steps 4600 --guide_step 1000"
-    made = [write_recipe(tmp_path / f"run-seed{seed}", seed=seed, sampler="dpm++", num_inference_steps=25,
-                         guide_step=1000, guidance_scale=1.5, network_evaluations=50,
-                         command=f"{base} --seed {seed} --output_dir out/run-seed{seed}"
-                         + (" --resume_from_checkpoint latest" if seed == 2 else ""),
-                         metrics={"fid": fid, "fid_floor": 0.2})
-            for seed, fid in ((0, 0.5), (1, 0.8), (2, 0.5))]
-    made.append(write_recipe(tmp_path / "other", seed=0, command=f"{base} --sampler ddpm --seed 0",
-                             metrics={"fid": 0.4, "fid_floor": 0.2}))
-    made.append(write_recipe(tmp_path / "notebook", seed=0, command=None, metrics={"fid": 9.0, "fid_floor": 0.2}))
-    loaded = load_recipes(made)
-    assert seed_group(loaded[0]) == seed_group(loaded[2]) == base and seed_group(loaded[4]) is None
-    means = seed_means(loaded)
-    assert list(means) == [base]
-    assert means[base]["mean"] == pytest.approx(0.6) and means[base]["ratio"] == pytest.approx(3.0)
-    assert means[base]["seeds"] == [0, 1, 2]
-    rows = {row.split(" | ")[1]: row.split(" | ") for row in table_rows(leaderboard_markdown(loaded))}
-    assert rows["run-seed1"][4] == "0.6（3.00×、シード 0, 1, 2）"
-    assert rows["other"][4] == rows["notebook"][4] == MISSING
-    assert "dpm++ 25 + AG 1.5 (step 1000)（50 回/枚）" in rows["run-seed0"]
+# ---------------------------------------------------------------- checks of Hub entries before any download
+def test_entry_files_are_checked_before_anything_is_downloaded():
+    weights = {"recipe.json": 900, "unet/diffusion_pytorch_model.safetensors": 2_000_000}
+    hub_entries.check_files(weights)
+    cases = [({"unet/diffusion_pytorch_model.safetensors": 1}, "no recipe.json"),
+             ({**weights, "recipe.json": 2 * 1024**3}, "recipe.json is 2.0 GB"),
+             ({"recipe.json": 1, "unet/diffusion_pytorch_model.bin": 9}, "pickled weights only"),
+             ({"recipe.json": 1}, "no unet/diffusion_pytorch_model.safetensors"),
+             ({**weights, "unet/diffusion_pytorch_model.safetensors": 2 * 1024**3}, "more than the 512.0 MB")]
+    for files, reason in cases:
+        with pytest.raises(hub_entries.EntrySkipped, match=reason):
+            hub_entries.check_files(files)
+    with pytest.raises(hub_entries.EntrySkipped, match="guide_unet"):
+        hub_entries.check_files(weights, guided=True)
 
 
-def test_the_floor_note_says_what_the_metric_cannot_show(recipes):
-    note = leaderboard_markdown(load_recipes(recipes))
-    assert "暗記" in note and "評価枚数" in note
+def test_verification_uses_the_entrys_own_settings_and_refuses_unknown_ones():
+    recipe = {"sampler": "dpm++sde", "num_inference_steps": 25, "guidance_scale": 1.5, "guide_step": 1000,
+              "seed": 2, "eval_batch_size": 250, "metrics": {"num_samples": 1000}, "network_evaluations": 50}
+    settings = hub_entries.verification_settings(recipe)
+    assert settings == {"sampler": "dpm++sde", "num_inference_steps": 25, "guidance_scale": 1.5, "guided": True,
+                        "guide_interval": None, "num_samples": 1000, "batch_size": 250, "seed": 2}
+    for change, reason in (({"sampler": "__import__('os')"}, "is not one of"),
+                           ({"num_inference_steps": 10**9}, "is not 1-1000"),
+                           ({"guidance_scale": float("nan")}, "is not a number"),
+                           ({"network_evaluations": 10**6}, "more than 2000")):
+        with pytest.raises(hub_entries.EntrySkipped, match=reason):
+            hub_entries.verification_settings({**recipe, **change})
 
 
+# ---------------------------------------------------------------- what the leaderboard reads
 def keys_read_from_recipes() -> set[str]:
-    """The string keys tools/leaderboard.py reads from a recipe: recipe.get("x"), recipe["x"], r.get("x"), r["x"]."""
+    """The string keys the leaderboard modules read from a recipe: recipe.get("x"), recipe["x"], e.get("x") ..."""
     keys = set()
-    for node in ast.walk(ast.parse(Path(leaderboard.__file__).read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
-            target, key = node.func.value, node.args[0] if node.args else None
-        elif isinstance(node, ast.Subscript):
-            target, key = node.value, node.slice
-        else:
-            continue
-        if isinstance(target, ast.Name) and target.id in ("recipe", "r") and isinstance(key, ast.Constant) \
-                and isinstance(key.value, str):
-            keys.add(key.value)
-    return keys - {"_source"}  # added by load_recipes, not read from the file
+    for module in (leaderboard, ranking, hub_entries):
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                target, key = node.func.value, node.args[0] if node.args else None
+            elif isinstance(node, ast.Subscript):
+                target, key = node.value, node.slice
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id in ("recipe", "r", "e", "entry") \
+                    and isinstance(key, ast.Constant) and isinstance(key.value, str):
+                keys.add(key.value)
+    # added by load_recipes, not read from the file; and the keys of a collected entry.json
+    return keys - {"_source", "_hub", "_verified", "repo_id", "revision", "grid", "verified"}
 
 
 def test_the_leaderboard_reads_only_schema_fields_and_its_declared_optional_keys():
     keys = keys_read_from_recipes()
-    assert {"command", "dataset", "guide_step", "metrics"} <= keys  # the scan sees the reads
+    assert {"command", "dataset", "guide_step", "metrics", "processes"} <= keys  # the scan sees the reads
     assert keys - set(RECIPE_FIELDS) == OPTIONAL, "read a new key? add it to utils/recipe.py (or to OPTIONAL)"
     assert not OPTIONAL & set(RECIPE_FIELDS)
 
 
-def test_recipes_without_the_optional_keys_are_shown(recipes):
-    """A notebook's recipe has no --snr_gamma: the optional keys are read with .get, never required."""
-    loaded = load_recipes(recipes)
-    assert all(OPTIONAL.isdisjoint(recipe) for recipe in loaded)
-    assert [main_idea(recipe).split(" · ")[0] for recipe in loaded[:2]] == ["small", "small"]
-    assert len(table_rows(leaderboard_markdown(loaded))) == 4
-
-
-def test_the_command_line_does_not_load_torch(recipes, tmp_path):
+def test_the_command_line_does_not_load_torch(board, tmp_path):
     code = ("import sys\nfrom tools.leaderboard import main\n"
-            f"assert main({[str(path) for path in recipes]!r} + ['--markdown', {str(tmp_path / 'a.md')!r}, "
+            f"assert main({[str(path) for path in board]!r} + ['--markdown', {str(tmp_path / 'a.md')!r}, "
             f"'--plot', {str(tmp_path / 'a.png')!r}]) == 0\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

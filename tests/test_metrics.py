@@ -235,7 +235,8 @@ def test_evaluate_pipeline_scores_a_grayscale_model_with_the_digit_metric():
     pipeline = tiny_pipeline(channels=1)
     kwargs = dict(num_samples=12, batch_size=5, sampler="ddim", num_inference_steps=2, seed=0, progress=False)
     scores = evaluate_pipeline(pipeline, **kwargs)
-    assert set(scores) == {"fid", "fid_floor", "kid_mean", "kid_std", "confidence", "coverage", "num_samples"}
+    assert set(scores) == {"fid", "fid_std", "fid_floor", "kid_mean", "kid_std", "confidence", "coverage",
+                           "num_samples"}
     assert all(np.isfinite(value) for value in scores.values())
     assert scores["num_samples"] == 12
     assert scores["fid"] > 5 * scores["fid_floor"]  # an untrained model does not draw digits
@@ -294,3 +295,14 @@ def test_rgb_metric_reports_a_missing_weights_file(fake_torch_fidelity, monkeypa
     monkeypatch.setenv(metrics.INCEPTION_WEIGHTS_ENV, str(tmp_path / "nowhere.pth"))
     with pytest.raises(metrics.MetricUnavailable, match="does not exist"):
         metrics.inception_metrics(torch.zeros(10, 3, 16, 16), torch.zeros(20, 3, 16, 16))
+
+
+def test_fid_bootstrap_std_is_the_spread_over_resampled_generated_features():
+    from utils.metrics import _real_digit_features, fid_bootstrap_std, frechet_distance
+
+    features, _ = _real_digit_features("train")
+    reference, _ = _real_digit_features("test")
+    spreads = {n: fid_bootstrap_std(features[:n], reference, num_resamples=30) for n in (250, 1000)}
+    assert 0 < spreads[1000] < spreads[250]  # fewer samples, noisier FID
+    assert spreads[1000] < frechet_distance(features[:1000], reference)
+    assert fid_bootstrap_std(features[:250], reference, num_resamples=30) == spreads[250]  # seeded

@@ -1,17 +1,22 @@
-"""Collect training recipes (``recipe.json`` files, see utils/recipe.py) into a leaderboard.
+"""The course leaderboard: recipes from this repository and from the Hub, ranked by evidence.
 
-    python -m tools.leaderboard RUN_DIR/recipe.json [MORE ...] --markdown OUT.md --plot OUT.png
     python -m tools.leaderboard unit1/leaderboard --readme unit1/leaderboard/README.md --summary unit1/README.md \
         --plot unit1/images/leaderboard.png
+    python -m tools.leaderboard unit1/leaderboard --from-hub --verify --readme ...   # the weekly collection
 
-The markdown table is sorted by the metric (lower FID is better) and shows the device, training minutes,
-images seen and the exact command of each recipe; the plot shows quality against compute.
-A folder argument means the ``recipe.json`` inside it, or else the ``*/recipe.json`` of its sub-folders.
-``--readme`` replaces the full table between the leaderboard markers of a markdown file; ``--summary``
-replaces a short table of the ``--top`` best recipes (rank, recipe, FID, coverage, minutes, main settings)
-between the summary markers of another file. ``--check`` only reports whether both are up to date.
-Missing values are shown as "—". A recipe that lacks a field of utils.recipe.RECIPE_FIELDS is an error.
-Run it from the repository root; it does not load torch.
+A folder argument means the ``recipe.json`` inside it, or else the ``*/recipe.json`` of its sub-folders and the
+entries collected from the Hub under its ``hub/`` folder. ``--from-hub`` lists the models tagged
+utils.recipe.COURSE_TAG on the Hub and keeps each valid entry under ``--hub-dir`` (tools/hub_entries.py: bad
+entries are skipped with a one-line reason); ``--verify`` re-scores the MNIST entries collected from the Hub with
+their own sampler settings (only new or changed revisions).
+
+MNIST recipes are ranked in one table, one row per training recipe (tools/ranking.py: seeds grouped, identical
+weights merged, a seed mean with its uncertainty, shared ranks for rows that cannot be told apart); RGB entries
+(butterflies and others) are listed in a table of their own that ranks nothing. ``--readme`` replaces the tables
+between the markers of a markdown file, ``--summary`` a short table of the ``--top`` recipes in another file;
+``--check`` only reports whether they are up to date. Missing values are shown as "—". A local recipe that does
+not follow utils/recipe.py is an error. Run it from the repository root; without ``--verify`` it does not load
+torch.
 """
 
 from __future__ import annotations
@@ -24,29 +29,42 @@ import shlex
 import sys
 from pathlib import Path
 
-from utils.recipe import RecipeError, recipe_problems
+from tools import hub_entries
+from tools.ranking import (
+    Row,
+    entry_name,
+    is_mnist,
+    largest_seed_ratio,
+    rank_recipes,
+    score,
+    seed_group,
+)
+from utils.recipe import COURSE_TAG, RecipeError, recipe_problems
 from utils.viz import log_axes, use_japanese_font
 
 MISSING = "—"
 TABLE_START, TABLE_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+RGB_START, RGB_END = "<!-- leaderboard-rgb:start -->", "<!-- leaderboard-rgb:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- leaderboard-top:start -->", "<!-- leaderboard-top:end -->"
-LOWER_IS_BETTER = {"fid": True, "kid_mean": True, "coverage": False, "confidence": False}
-DISPLAY_NAMES = {"fid": "FID", "kid_mean": "KID"}
+HUB_URL = "https://huggingface.co"
 # Keys read beside the schema's fields: only the training script has these flags (Min-SNR weighting, the interval
-# of autoguidance), so a
-# notebook's or the naive baseline's recipe goes without them.
-OPTIONAL = {"snr_gamma", "snr_plus_one", "guide_interval"}
+# of autoguidance, the replicas' weights digest, the evaluation batch), so a notebook's or the naive baseline's
+# recipe goes without them.
+OPTIONAL = {"snr_gamma", "snr_plus_one", "guide_interval", "processes", "eval_batch_size"}
+UNRECORDED_FLAGS = ("--check", "--from-hub", "--verify")
 
 
 def load_recipes(paths) -> list[dict]:
-    """Read recipe.json files (a folder means its recipe.json); each gets its source path under ``_source``.
+    """Read recipe.json files (a folder means its recipe.json, or its sub-folders' and its hub/ entries'); each
+    gets its source path under ``_source``, a collected Hub entry its repo under ``_hub`` and its verification
+    under ``_verified``.
 
     A file that is not JSON or does not follow utils/recipe.py raises RecipeError naming the file and what is wrong.
     """
     files = []
     for path in map(Path, paths):
         if path.is_dir() and not (path / "recipe.json").is_file():
-            found = sorted(path.glob("*/recipe.json"))
+            found = sorted(path.glob("*/recipe.json")) + sorted((path / "hub").glob("*/recipe.json"))
             if not found:
                 raise RecipeError(f"{path} holds no recipe.json, nor do its sub-folders. Pass recipe.json files, "
                                   "or the output folders of the training script that contain one.")
@@ -66,7 +84,13 @@ def load_recipes(paths) -> list[dict]:
         if problems:
             raise RecipeError(f"{file} does not follow the recipe schema (utils/recipe.py): " + "; ".join(problems)
                               + ".")
-        recipes.append({**recipe, "_source": str(file)})
+        recipe = {**recipe, "_source": str(file)}
+        entry = hub_entries.read_entry(file.parent)
+        if entry.get("repo_id"):
+            recipe["_hub"] = {key: entry.get(key) for key in ("repo_id", "revision", "grid")}
+            if entry.get("verified"):
+                recipe["_verified"] = entry["verified"]
+        recipes.append(recipe)
     if not recipes:
         raise RecipeError("No recipes given: pass at least one recipe.json.")
     return recipes
@@ -77,23 +101,6 @@ def metric_value(recipe: dict, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def sort_recipes(recipes: list[dict], metric: str = "fid") -> list[dict]:
-    """Best first by ``metric`` within each dataset (the offline fallback is a dataset of its own); recipes
-    without the metric go last."""
-    sign = 1 if LOWER_IS_BETTER.get(metric, True) else -1
-
-    def key(recipe):
-        value = metric_value(recipe, metric)
-        return (_dataset(recipe), value is None, 0.0 if value is None else sign * value)
-
-    return sorted(recipes, key=key)
-
-
-def recipe_name(recipe: dict) -> str:
-    """The run's folder name (the folder that holds its recipe.json)."""
-    return Path(recipe.get("_source", "?")).parent.name or "?"
-
-
 def _number(value, digits: int = 3) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return MISSING
@@ -102,12 +109,14 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _ratio(ratio: float) -> str:
+def _ratio(ratio: float | None) -> str:
     """6.83×, 11.4×, 2,173×: as many digits as help to compare."""
+    if ratio is None:
+        return MISSING
     return f"{ratio:.2f}×" if ratio < 10 else f"{ratio:.1f}×" if ratio < 100 else f"{ratio:,.0f}×"
 
 
-def _sampler(recipe: dict) -> str:
+def _sampler(recipe: dict, cost: bool = True) -> str:
     """'ddpm 100（100 回/枚）', with autoguidance 'ddpm 100 + AG 1.5 (step 1000)（200 回/枚）': the sampler, its
     steps and the network evaluations per image."""
     sampler, steps = recipe.get("sampler"), recipe.get("num_inference_steps")
@@ -120,57 +129,9 @@ def _sampler(recipe: dict) -> str:
         if recipe.get("guide_interval"):
             low, high = recipe["guide_interval"]
             text += f" t∈[{low:g}, {high:g}]"
-    if isinstance(recipe.get("network_evaluations"), int):
+    if cost and isinstance(recipe.get("network_evaluations"), int):
         text += f"（{recipe['network_evaluations']} 回/枚）"
     return text
-
-
-SEED_FLAGS = ("--seed", "--output_dir", "--resume_from_checkpoint")  # what may differ between seeds of one recipe
-
-
-def seed_group(recipe: dict) -> str | None:
-    """The recipe's command without --seed, --output_dir and --resume_from_checkpoint: the same for the runs of
-    one recipe that differ only in the seed (None without a command)."""
-    if not recipe.get("command"):
-        return None
-    tokens, kept = shlex.split(recipe["command"]), []
-    skip = False
-    for token in tokens:
-        if skip:
-            skip = False
-        elif token in SEED_FLAGS:
-            skip = True
-        elif not token.startswith(tuple(f"{flag}=" for flag in SEED_FLAGS)):
-            kept.append(token)
-    return " ".join(kept)
-
-
-def seed_means(recipes: list[dict], metric: str = "fid") -> dict[str, dict]:
-    """For each recipe run with two or more seeds: the mean metric, the mean floor ratio and the seeds."""
-    groups: dict[str, list[dict]] = {}
-    for recipe in recipes:
-        if seed_group(recipe) is not None and metric_value(recipe, metric) is not None:
-            groups.setdefault(seed_group(recipe), []).append(recipe)
-    means = {}
-    for key, members in groups.items():
-        seeds = sorted({member.get("seed") for member in members}, key=str)
-        if len(seeds) < 2:
-            continue
-        values = [metric_value(member, metric) for member in members]
-        ratios = [metric_value(m, metric) / metric_value(m, "fid_floor") for m in members
-                  if metric == "fid" and metric_value(m, "fid_floor")]
-        means[key] = {"mean": sum(values) / len(values), "seeds": seeds,
-                      "ratio": sum(ratios) / len(ratios) if len(ratios) == len(members) else None}
-    return means
-
-
-def _seed_mean(recipe: dict, means: dict[str, dict]) -> str:
-    """'0.705（3.42×、シード 0, 1, 2）' for a recipe run with several seeds, else '—'."""
-    mean = means.get(seed_group(recipe) or "")
-    if mean is None:
-        return MISSING
-    ratio = f"{_ratio(mean['ratio'])}、" if mean["ratio"] is not None else ""
-    return f"{_number(mean['mean'])}（{ratio}シード {', '.join(map(str, mean['seeds']))}）"
 
 
 def _device(recipe: dict) -> str:
@@ -203,15 +164,10 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-FLOOR_NOTE = ("「下限比」は FID を、学習用の本物の数字を評価したときの FID（fid_floor、下限）で割った値です。"
-              "学習データをそのまま写しただけの「モデル」でも下限比はほぼ 1 になるので、この指標では暗記と新しい数字の生成を"
-              "区別できません。また下限比は評価枚数で変わるため、比べられるのは同じデータ・同じ評価枚数のレシピどうしだけです。")
-
-
-SEED_NOTE = ("「シード平均」は、コマンドの `--seed`（と `--output_dir`・`--resume_from_checkpoint`）だけが違うレシピを"
-             "まとめた平均です。1 回の学習の値はシードで 1〜3 割揺れるので、レシピどうしの比較はこの平均でするのが確かです。")
-EVALUATIONS_NOTE = ("「評価回数」は、1 枚を生成するのにモデルを使った回数（ネットワーク評価回数）です。autoguidance で"
-                    "ガイドも使うステップは 2 回と数えます。生成の時間はほぼこの回数に比例します。")
+def _name_link(recipe: dict) -> str:
+    """The entry's name; a Hub entry links to its model page."""
+    hub = recipe.get("_hub")
+    return f"[{hub['repo_id']}]({HUB_URL}/{hub['repo_id']})" if hub else entry_name(recipe)
 
 
 def main_idea(recipe: dict) -> str:
@@ -233,65 +189,200 @@ def main_idea(recipe: dict) -> str:
         parts.append(f"{recipe['sampler']} {steps}" if steps is not None else str(recipe["sampler"]))
         if isinstance(recipe.get("network_evaluations"), int):
             parts[-1] += f"（{recipe['network_evaluations']} 回/枚）"
-    if recipe.get("seed") not in (None, 0):
-        parts.append(f"seed {recipe['seed']}")
     return " · ".join(parts) or MISSING
 
 
-def summary_markdown(recipes: list[dict], top: int = 5, metric: str = "fid", command: str | None = None,
-                     full_table: str | None = None) -> str:
-    """A short table of the ``top`` best recipes: rank, recipe, metric, floor ratio, coverage, minutes, main idea."""
-    name = DISPLAY_NAMES.get(metric, metric)
-    lines = [f"| 順位 | レシピ | {name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'} | 下限比 | "
-             f"シード平均の {name}（下限比） | coverage | 学習時間（分） | 主な設定 |", "|---:|---|---:|---:|---|---:|---:|---|"]
-    means = seed_means(recipes, metric)
-    for rank, recipe in enumerate(sort_recipes(recipes, metric)[:top], start=1):
-        value, floor = metric_value(recipe, metric), metric_value(recipe, "fid_floor")
-        ratio = _ratio(value / floor) if metric == "fid" and value is not None and floor else MISSING
-        row = [rank, recipe_name(recipe), _number(value), ratio, _seed_mean(recipe, means),
-               _number((recipe.get("metrics") or {}).get("coverage")), _number(recipe.get("train_minutes")),
-               main_idea(recipe)]
-        lines.append("| " + " | ".join(map(_cell, row)) + " |")
-    notes = [""]
-    if full_table:
-        notes.append(f"全 {len(recipes)} 件の表（コマンド付き）は [{full_table}]({full_table}) にあります。")
-    if command:
-        notes.append(f"この表は `{command}` で作成しました。")
-    return "\n".join(lines + notes) + "\n"
+# ---------------------------------------------------------------- one row per recipe
+def _rank(row: Row) -> str:
+    if row.rank is None:
+        return MISSING
+    return f"{row.rank}{' ≈' if row.tied else ''}"
 
 
-def leaderboard_markdown(recipes: list[dict], metric: str = "fid", command: str | None = None) -> str:
-    """A markdown table of the recipes, best first, with a note on how to read it and the command that made it."""
-    name = DISPLAY_NAMES.get(metric, metric)
-    headers = ["順位", "レシピ", f"{name} {'↓' if LOWER_IS_BETTER.get(metric, True) else '↑'}", "下限比",
-               f"シード平均の {name}（下限比）", "KID", "coverage", "確信度", "データ", "モデル", "サンプラー（評価回数）",
-               "デバイス", "学習時間（分）", "学習画像数", "評価枚数", "コマンド"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---:"] + ["---"] + ["---:"] * 2 + ["---"]
-                                                                   + ["---:"] * 3 + ["---"] * 4
-                                                                   + ["---:"] * 3 + ["---"]) + "|"]
-    means = seed_means(recipes, metric)
-    for rank, recipe in enumerate(sort_recipes(recipes, metric), start=1):
-        metrics = recipe.get("metrics") or {}
-        value, floor = metric_value(recipe, metric), metric_value(recipe, "fid_floor")
-        ratio = _ratio(value / floor) if metric == "fid" and value is not None and floor else MISSING
-        kid = _number(metrics.get("kid_mean"))
-        if kid != MISSING and isinstance(metrics.get("kid_std"), (int, float)):
-            kid += f" ± {_number(metrics['kid_std'], 2)}"
+def _seed_mean(row: Row) -> str:
+    """'0.706 ± 0.081': the ranked variant's seed mean with one standard error."""
+    if row.best is None:
+        return MISSING
+    error = f" ± {_number(row.error, 2)}" if row.error is not None else ""
+    return f"{_number(row.best.mean)}{error}"
+
+
+def _seeds(row: Row) -> str:
+    if row.best is None:
+        return MISSING
+    seeds = ", ".join(map(str, row.best.seeds))
+    return f"1（{seeds}、1 回のみ）" if len(row.best.values) == 1 else f"{len(row.best.values)}（{seeds}）"
+
+
+def _floor_ratio(row: Row) -> str:
+    """The seed mean over the mean floor of the ranked variant's evaluations."""
+    if row.best is None:
+        return MISSING
+    floors = [metric_value(e, "fid_floor") for e in row.best.entries]
+    floors = [f for f in floors if f]
+    return _ratio(row.best.mean / (sum(floors) / len(floors))) if floors else MISSING
+
+
+def _other_samplers(row: Row) -> str:
+    """The recipe's other sampling variants with their seed means: the sampler comparison beside the rank."""
+    parts = [f"{_sampler(v.representative, cost=False)}: {_number(v.mean)}（{len(v.values)}）"
+             for v in row.variants[1:]]
+    return "; ".join(parts) or MISSING
+
+
+def _verification(row: Row) -> str:
+    """What re-scoring the published weights gave for the ranked variant's entries."""
+    entries = row.best.entries if row.best else row.entries
+    hub = [e for e in entries if e.get("_hub")]
+    if not hub:
+        return "未検証（重みが Hub にない）"
+    parts = []
+    for entry in hub:
+        verified = entry.get("_verified") or {}
+        if "fid" not in verified:
+            parts.append("未検証")
+        elif verified.get("agrees") is False:
+            parts.append(f"{_number(verified['fid'])} ⚠ 自己申告と不一致")
+        else:
+            parts.append(f"{_number(verified['fid'])} ✓")
+    return ", ".join(parts)
+
+
+HEADERS = ["順位", "レシピ", "FID ↓（シード平均 ± 標準誤差）", "シード", "下限比", "Hub での検証", "coverage",
+           "サンプラー（評価回数）", "ほかのサンプラー: シード平均（シード数）", "モデル", "データ", "デバイス",
+           "学習時間（分）", "学習画像数", "評価枚数", "コマンド"]
+
+
+def leaderboard_markdown(recipes: list[dict], command: str | None = None, collection: dict | None = None) -> str:
+    """The MNIST table (one row per recipe, best first) with the notes on how to read it and how it was made."""
+    mnist = [r for r in recipes if is_mnist(r)]
+    rows, spread, dof = rank_recipes(mnist)
+    lines = ["| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join(["---:", "---", "---:", "---", "---:", "---", "---:", "---", "---", "---", "---", "---",
+                             "---:", "---:", "---:", "---"]) + "|"]
+    for row in rows:
+        recipe = row.representative
         command_text = f"`{_cell(recipe['command'])}`" if recipe.get("command") else MISSING
-        row = [rank, recipe_name(recipe), _number(value), ratio, _seed_mean(recipe, means), kid,
-               _number(metrics.get("coverage")),
-               _number(metrics.get("confidence")), _dataset(recipe), _model(recipe), _sampler(recipe),
-               _device(recipe), _number(recipe.get("train_minutes")), _number(recipe.get("images_seen")),
-               _number(metrics.get("num_samples"))]
-        lines.append("| " + " | ".join([*map(_cell, row), command_text]) + " |")
-    notes = ["", f"{name} が小さいほど本物の画像に近いことを表します。" if LOWER_IS_BETTER.get(metric, True)
-             else f"{name} が大きいほど良い結果です。",
-             FLOOR_NOTE, SEED_NOTE, EVALUATIONS_NOTE]
+        cells = [_rank(row), _name_link(recipe), _seed_mean(row), _seeds(row), _floor_ratio(row), _verification(row),
+                 _number(metric_value(recipe, "coverage")), _sampler(recipe), _other_samplers(row), _model(recipe),
+                 _dataset(recipe), _device(recipe), _number(recipe.get("train_minutes")),
+                 _number(recipe.get("images_seen")), _number(metric_value(recipe, "num_samples"))]
+        lines.append("| " + " | ".join([*map(_cell, cells), command_text]) + " |")
+    notes = ["", *reading_notes(rows, spread, dof), *verification_notes(mnist), collection_note(collection)]
     if command:
         notes.append(f"この表と図は `{command}` で作成しました。")
     return "\n".join(lines + notes) + "\n"
 
 
+FLOOR_NOTE = ("「下限比」は FID を、学習用の本物の数字を評価したときの FID（fid_floor、下限）で割った値です。"
+              "学習データをそのまま写しただけの「モデル」でも下限比はほぼ 1 になるので、この指標では暗記と新しい数字の生成を"
+              "区別できません。また下限比は評価枚数で変わるため、比べられるのは同じデータ・同じ評価枚数のレシピどうしだけです。")
+GROUP_NOTE = ("1 行が 1 つのレシピです。コマンドのうちシード（`--seed`）・出力フォルダー・`--resume_from_checkpoint` と、"
+              "生成と評価の設定（サンプラー、ステップ数、autoguidance、評価枚数）だけが違う記録は、同じレシピの別の学習か"
+              "別の評価としてまとめます。記録された最後の重みのハッシュが同じ記録は、同じ学習を別の方法で生成・評価したもの"
+              "です。順位には、シード平均がいちばん良い生成の設定を使い、ほかの設定は「ほかのサンプラー」に並べます。")
+EVALUATIONS_NOTE = ("「評価回数」は、1 枚を生成するのにモデルを使った回数（ネットワーク評価回数）です。autoguidance で"
+                    "ガイドも使うステップは 2 回と数えます。生成の時間はほぼこの回数に比例します。")
+
+
+def reading_notes(rows: list[Row], spread: float | None, dof: int) -> list[str]:
+    """How to read the ranks: the seed spread they rest on, measured from the table itself."""
+    notes = ["FID が小さいほど本物の画像に近いことを表します。", FLOOR_NOTE, GROUP_NOTE]
+    if spread is not None:
+        largest = largest_seed_ratio(rows)
+        ratio = (f"同じレシピ・同じ生成の設定で、2 つのシードの FID は最大 {largest[0]:.2f} 倍"
+                 f"（{_number(largest[1])} と {_number(largest[2])}）違いました。" if largest else "")
+        notes.append(f"1 回の学習の FID は、シードを変えるだけで約 {100 * (math.exp(spread) - 1):.0f} % 揺れます"
+                     f"（シードが複数あるレシピから求めた対数の標準偏差 {spread:.2f}、自由度 {dof}）。{ratio}"
+                     "「± 標準誤差」はこの揺れをシード数の平方根で割ったもので、評価そのものの揺れ（生成する画像の選び方）も"
+                     "含みます。シードが 1 つだけのレシピも同じ揺れを持つとみなしています。")
+    notes.append("順位は「その行より確かに良い行の数 + 1」です。2 つの行の FID の比（対数）が、標準誤差を合わせた値の 2 倍"
+                 "（約 95 %）以内なら区別できないとみなし、同じ順位になります。「≈」の行は、すぐ上か下の行と区別できません。"
+                 "「1 回のみ」の順位は、1 回の学習だけに基づいています。")
+    notes.append(EVALUATIONS_NOTE)
+    return notes
+
+
+def verification_notes(recipes: list[dict]) -> list[str]:
+    notes = ["「Hub での検証」は、Hub に公開された重み（safetensors）を `--verify` がダウンロードし、記録どおりのサンプラー・"
+             "ステップ数・ガイド・シードで生成し直して、同じ指標で測った FID です。自己申告の FID との差が、両方の評価の揺れ"
+             "（生成した画像のブートストラップによる標準偏差）を合わせた値の 3 倍を超えると「⚠ 自己申告と不一致」と表示"
+             "します。このリポジトリにある記録は重みを含まないので「未検証」です。"]
+    failed = [f"{e['_hub']['repo_id']}: {(e.get('_verified') or {}).get('note')}" for e in recipes
+              if e.get("_hub") and (e.get("_verified") or {}).get("note")]
+    if failed:
+        notes.append("検証できなかったエントリー: " + "; ".join(failed))
+    return notes
+
+
+def collection_note(collection: dict | None) -> str:
+    if not collection:
+        return (f"Hub のエントリー（タグ `{COURSE_TAG}`）は、まだ集めていません。")
+    skipped = len(collection.get("skipped") or [])
+    return (f"Hub のエントリー（タグ `{COURSE_TAG}`）を最後に集めた日: {collection.get('collected')}"
+            f"（{collection.get('listed')} 件のうち {collection.get('entries')} 件を掲載"
+            + (f"、{skipped} 件は理由を付けて除外" if skipped else "") + "）。")
+
+
+def summary_markdown(recipes: list[dict], top: int = 5, command: str | None = None,
+                     full_table: str | None = None) -> str:
+    """A short table of the ``top`` recipes: rank, recipe, seed mean ± error, seeds, floor ratio, coverage,
+    minutes and the main settings."""
+    rows, _, _ = rank_recipes([r for r in recipes if is_mnist(r)])
+    lines = ["| 順位 | レシピ | FID ↓（シード平均 ± 標準誤差） | シード | 下限比 | coverage | 学習時間（分） | 主な設定 |",
+             "|---:|---|---:|---|---:|---:|---:|---|"]
+    for row in [r for r in rows if r.best][:top]:
+        recipe = row.representative
+        cells = [_rank(row), _name_link(recipe), _seed_mean(row), _seeds(row), _floor_ratio(row),
+                 _number(metric_value(recipe, "coverage")), _number(recipe.get("train_minutes")), main_idea(recipe)]
+        lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+    notes = ["", "順位が同じ行は、シードによる揺れの範囲で区別できません（「≈」はすぐ上か下の行と区別できない行）。"]
+    if full_table:
+        notes.append(f"全レシピの表（コマンド、ほかのサンプラー、Hub での検証付き）は [{full_table}]({full_table}) に"
+                     "あります。")
+    if command:
+        notes.append(f"この表は `{command}` で作成しました。")
+    return "\n".join(lines + notes) + "\n"
+
+
+# ---------------------------------------------------------------- RGB entries: listed, not ranked
+def _grid(recipe: dict) -> str:
+    hub = recipe.get("_hub")
+    if hub and hub.get("grid"):
+        return f"![サンプル]({HUB_URL}/{hub['repo_id']}/resolve/{hub['revision']}/{hub['grid']})"
+    return MISSING
+
+
+def _reported(recipe: dict) -> str:
+    metrics = recipe.get("metrics") or {}
+    if not isinstance(metrics.get("fid"), (int, float)):
+        return "なし"
+    return f"FID {_number(metrics['fid'])}（{_number(metrics.get('num_samples'))} 枚）"
+
+
+def _rgb_verification(recipe: dict) -> str:
+    verified = recipe.get("_verified") or {}
+    return f"FID {_number(verified['fid'])}" if "fid" in verified else "未検証"
+
+
+def rgb_markdown(recipes: list[dict]) -> str:
+    """The entries that are not MNIST digits: listed by data set, never ranked against each other."""
+    others = sorted((r for r in recipes if not is_mnist(r)), key=lambda r: (str(r.get("dataset")), entry_name(r)))
+    if not others:
+        return ("まだエントリーはありません。ノートブック 01 のアップロードのセルか、学習スクリプトの `--push_to_hub` で"
+                "公開したチョウなどのモデルは、次に Hub から集めたときにここに並びます。\n")
+    lines = ["| モデル | サンプル | データ | モデルの大きさ | 学習（デバイス、分、画像数） | 自己申告の指標 | 検証 |",
+             "|---|---|---|---|---|---|---|"]
+    for recipe in others:
+        cells = [_name_link(recipe), _grid(recipe), _dataset(recipe), _model(recipe),
+                 f"{_device(recipe)}、{_number(recipe.get('train_minutes'))} 分、{_number(recipe.get('images_seen'))} 枚",
+                 _reported(recipe), _rgb_verification(recipe)]
+        lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+    return "\n".join(lines + ["", "この表は順位を付けません。データ・解像度・評価の仕方がエントリーごとに違い、FID を比べられないから"
+                                  "です。RGB の FID（Inception-v3）は、torch-fidelity が使える環境でだけ測れます。"]) + "\n"
+
+
+# ---------------------------------------------------------------- files
 def replace_table(text: str, table: str, name: str = "the file", markers=(TABLE_START, TABLE_END)) -> str:
     """``text`` with the part between the leaderboard markers (or the given ``markers``) replaced by ``table``."""
     first, last = markers
@@ -322,29 +413,33 @@ def label_groups(points, fraction: float = 0.025) -> list[tuple[float, float, li
     return groups
 
 
-def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
-    """Quality against compute: the metric versus training minutes and versus images seen; returns the figure."""
+def plot_leaderboard(recipes: list[dict]):
+    """Quality against compute, one point per recipe (its seed mean with one standard error): FID versus
+    training minutes and versus images seen; returns the figure."""
     import matplotlib.pyplot as plt
 
     use_japanese_font()
-    ranked = [(rank, r) for rank, r in enumerate(sort_recipes(recipes, metric), start=1)
-              if metric_value(r, metric) is not None]
-    if not ranked:
-        raise RecipeError(f"None of the recipes has the metric {metric!r} in its 'metrics'; nothing to plot.")
+    rows = [row for row in rank_recipes([r for r in recipes if is_mnist(r)])[0] if row.best]
+    if not rows:
+        raise RecipeError("None of the MNIST recipes has an FID in its 'metrics'; nothing to plot.")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    devices = sorted({_device(r) for _, r in ranked})
+    devices = sorted({_device(r.representative) for r in rows})
     colors = dict(zip(devices, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10))
-    floors = [metric_value(r, "fid_floor") for _, r in ranked if metric == "fid"]
+    floors = [metric_value(r.representative, "fid_floor") for r in rows]
     floors = [f for f in floors if f is not None]
     for ax, key, label in zip(axes, ("train_minutes", "images_seen"), ("学習時間（分）", "学習に使った画像の枚数")):
         for device in devices:
-            points = [(r[key], metric_value(r, metric), rank) for rank, r in ranked
-                      if _device(r) == device and isinstance(r.get(key), (int, float)) and r[key] > 0]
+            points = [(row.representative[key], row) for row in rows if _device(row.representative) == device
+                      and isinstance(row.representative.get(key), (int, float)) and row.representative[key] > 0]
             if not points:
                 continue
-            xs, ys, ranks = zip(*points)
-            ax.scatter(xs, ys, color=colors[device], label=device, s=40, zorder=3)
-            for x, y, ranks in label_groups(points):  # a merged label goes on the left, clear of its neighbours
+            xs = [x for x, _ in points]
+            ys = [row.best.mean for _, row in points]
+            spreads = [math.exp(row.log_error) if row.log_error is not None else 1.0 for _, row in points]
+            ax.errorbar(xs, ys, yerr=[[y - y / s for y, s in zip(ys, spreads)], [y * s - y for y, s in zip(ys, spreads)]],
+                        fmt="o", color=colors[device], label=device, markersize=6, capsize=3, zorder=3)
+            labelled = [(x, row.best.mean, row.rank) for x, row in points]
+            for x, y, ranks in label_groups(labelled):  # a merged label goes on the left, clear of its neighbours
                 single = len(ranks) == 1
                 ax.annotate(",".join(map(str, ranks)), (x, y), textcoords="offset points", fontsize=9,
                             xytext=(5 if single else -5, 4), ha="left" if single else "right")
@@ -353,21 +448,27 @@ def plot_leaderboard(recipes: list[dict], metric: str = "fid"):
         log_axes(ax)
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(f"{DISPLAY_NAMES.get(metric, metric)}（{'小さいほど良い' if LOWER_IS_BETTER.get(metric, True) else '大きいほど良い'}）")
+    axes[0].set_ylabel("FID（シード平均 ± 標準誤差、小さいほど良い）")
     axes[0].legend(fontsize=9)
-    fig.suptitle("レシピの品質と計算量（点の番号は表の順位）")
+    fig.suptitle("レシピの品質と計算量（1 点が 1 レシピ、番号は表の順位）")
     fig.tight_layout()
     return fig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipes", nargs="+", help="recipe.json files, or folders that contain one")
-    parser.add_argument("--metric", default="fid", help="key of the recipes' 'metrics' to sort by (default: fid)")
-    parser.add_argument("--markdown", type=Path, help="write the table here (default: print it)")
-    parser.add_argument("--readme", type=Path, help="replace the full table between the leaderboard markers "
-                        f"({TABLE_START} ... {TABLE_END}) of this markdown file")
-    parser.add_argument("--summary", type=Path, help="replace a short table of the --top best recipes between the "
+    parser.add_argument("recipes", nargs="+", help="recipe.json files, or folders that contain them")
+    parser.add_argument("--from-hub", action="store_true", help=f"collect the models tagged {COURSE_TAG!r} on the "
+                        "Hub into --hub-dir first (bad entries are skipped with a one-line reason)")
+    parser.add_argument("--verify", action="store_true", help="re-score the collected MNIST entries whose revision "
+                        "has no verification yet, with their own sampler settings (loads torch)")
+    parser.add_argument("--hub-dir", type=Path, help="where collected Hub entries are kept (default: the hub/ "
+                        "folder of the first folder argument)")
+    parser.add_argument("--markdown", type=Path, help="write the MNIST table here (default: print it)")
+    parser.add_argument("--readme", type=Path, help="replace the MNIST table between the leaderboard markers "
+                        f"({TABLE_START} ... {TABLE_END}) of this markdown file, and the RGB table between "
+                        f"{RGB_START} ... {RGB_END} where it has them")
+    parser.add_argument("--summary", type=Path, help="replace a short table of the --top recipes between the "
                         f"summary markers ({SUMMARY_START} ... {SUMMARY_END}) of this markdown file")
     parser.add_argument("--top", type=int, default=5, help="how many recipes the --summary table shows (default: 5)")
     parser.add_argument("--check", action="store_true", help="with --readme and/or --summary: write nothing, exit 1 "
@@ -376,8 +477,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.check and not (args.readme or args.summary):
         parser.error("--check needs --readme or --summary")
+    if args.check and (args.from_hub or args.verify):
+        parser.error("--check compares the committed entries; it cannot be combined with --from-hub or --verify")
     if args.top < 1:
         parser.error("--top must be at least 1")
+    if args.hub_dir is None:
+        folders = [Path(p) for p in args.recipes if Path(p).is_dir()]
+        args.hub_dir = folders[0] / "hub" if folders else None
+    if (args.from_hub or args.verify) and args.hub_dir is None:
+        parser.error("--from-hub and --verify need --hub-dir (or a folder argument)")
     return args
 
 
@@ -386,33 +494,56 @@ def _relative_link(target: Path, source: Path) -> str:
     return Path(os.path.relpath(target.resolve(), source.resolve().parent)).as_posix()
 
 
+def _collection(hub_dir: Path | None) -> dict | None:
+    path = hub_dir / hub_entries.COLLECTION_FILE if hub_dir else None
+    return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    command = " ".join(["python -m tools.leaderboard",
-                        *map(shlex.quote, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--check"])])
+    recorded = [a for a in (sys.argv[1:] if argv is None else argv) if a not in UNRECORDED_FLAGS]
+    command = " ".join(["python -m tools.leaderboard", *map(shlex.quote, recorded)])
     updates = {}  # path -> (old text, new text)
     try:
+        if args.from_hub:
+            from utils.environment import is_online
+
+            if not is_online():
+                raise RecipeError("--from-hub: the Hugging Face Hub is not reachable (offline or HF_HUB_OFFLINE=1); "
+                                  "the collected entries are kept as they are.")
+            try:
+                hub_entries.collect(args.hub_dir)
+            except Exception as error:  # noqa: BLE001 - the listing itself failed: nothing was changed
+                raise RecipeError(f"--from-hub: listing the models tagged {COURSE_TAG} failed "
+                                  f"({hub_entries._one_line(error)}); the collected entries are kept as they "
+                                  "are. Try again later.") from None
         recipes = load_recipes(args.recipes)
-        table = leaderboard_markdown(recipes, args.metric, command)
+        if args.verify:
+            hub_entries.verify(args.hub_dir, recipes)
+        collection = _collection(args.hub_dir)
+        table = leaderboard_markdown(recipes, command, collection)
         targets = []
         if args.readme:
             targets.append((args.readme, table, (TABLE_START, TABLE_END)))
+            if args.readme.is_file() and RGB_START in args.readme.read_text(encoding="utf-8"):
+                targets.append((args.readme, rgb_markdown(recipes), (RGB_START, RGB_END)))
         if args.summary:
             link = _relative_link(args.readme, args.summary) if args.readme else None
-            targets.append((args.summary, summary_markdown(recipes, args.top, args.metric, command, link),
+            targets.append((args.summary, summary_markdown(recipes, args.top, command, link),
                             (SUMMARY_START, SUMMARY_END)))
         for path, text, markers in targets:
             if not path.is_file():
                 raise RecipeError(f"{path} does not exist.")
-            old = path.read_text(encoding="utf-8")
-            updates[path] = (old, replace_table(old, text, str(path), markers))
+            old = updates[path][0] if path in updates else path.read_text(encoding="utf-8")
+            current = updates[path][1] if path in updates else old
+            updates[path] = (old, replace_table(current, text, str(path), markers))
         if args.check:
             stale = [path for path, (old, new) in updates.items() if old != new]
             for path in updates:
                 print(f"{path}: the leaderboard is " + (f"out of date; run: {command}" if path in stale
                                                          else "up to date."))
             return int(bool(stale))
-        figure = plot_leaderboard(recipes, args.metric) if args.plot else None
+        figure = plot_leaderboard(recipes) if args.plot else None
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -431,6 +562,8 @@ def main(argv=None) -> int:
         print(f"wrote {args.plot}")
     return 0
 
+
+__all__ = ["load_recipes", "leaderboard_markdown", "summary_markdown", "rgb_markdown", "main", "seed_group", "score"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 from .environment import error_summary, is_online
+from .recipe import COURSE_TAG
 
 LICENSE = "apache-2.0"  # the repository's LICENSE file (tests/test_hub.py checks that they agree)
-TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "diffusion-models-class"]
+# COURSE_TAG marks the model as a leaderboard entry (python -m tools.leaderboard --from-hub lists models by it).
+TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "diffusion-models-class", COURSE_TAG]
+# The metrics that become model-index results (num_samples and the spreads describe them instead).
+SCORES = {"fid": "FID", "fid_floor": "FID of real training images (floor)", "kid_mean": "KID",
+          "coverage": "class coverage", "confidence": "classifier confidence"}
 TASK = ("unconditional-image-generation", "Unconditional image generation")
 SECRET_KEYS = ("hub_token", "token")
 
@@ -35,13 +40,28 @@ def full_repo_name(model_id: str) -> str:
 
 
 def card_data(recipe: dict, metrics: dict | None, repo_id: str):
-    """The card's YAML metadata; the metrics become a model-index entry the Hub shows beside the model."""
+    """The card's YAML metadata; the metrics become model-index results the Hub shows beside the model.
+
+    Each result names the metric, the number of generated samples it was measured on and the sampler with its
+    network evaluations per image, since a score means nothing without them.
+    """
     from huggingface_hub import EvalResult, ModelCardData
 
     dataset = str(recipe.get("dataset") or "unknown")
+    metrics = metrics or {}
+    count, cost = metrics.get("num_samples"), recipe.get("network_evaluations")
+    details = ", ".join(part for part in (f"{count} samples" if count else "",
+                                          f"{recipe.get('sampler')} {recipe.get('num_inference_steps')}"
+                                          if recipe.get("sampler") else "",
+                                          f"{cost} network evaluations per image" if cost else "") if part)
+    arguments = {key: value for key, value in (("num_samples", count), ("sampler", recipe.get("sampler")),
+                                               ("num_inference_steps", recipe.get("num_inference_steps")),
+                                               ("guidance_scale", recipe.get("guidance_scale")),
+                                               ("network_evaluations", cost)) if value is not None}
     results = [EvalResult(task_type=TASK[0], task_name=TASK[1], dataset_type=dataset, dataset_name=dataset,
-                          metric_type=name, metric_name=name, metric_value=value)
-               for name, value in (metrics or {}).items()]
+                          metric_type=name, metric_name=f"{label} ({details})" if details else label,
+                          metric_value=value, metric_args=arguments or None)
+               for name, label in SCORES.items() if isinstance((value := metrics.get(name)), (int, float))]
     return ModelCardData(library_name="diffusers", license=LICENSE, tags=list(TAGS), model_name=repo_id if results else None,
                          eval_results=results or None)
 

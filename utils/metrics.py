@@ -114,6 +114,20 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     return max(float(distance), 0.0)
 
 
+def fid_bootstrap_std(features: torch.Tensor, reference: torch.Tensor, num_resamples: int = 100,
+                      seed: int = 0) -> float:
+    """How much the FID of ``features`` against ``reference`` moves with the generated samples: the standard
+    deviation of the FID over ``num_resamples`` resamples (with replacement) of the generated features.
+
+    This is the measurement noise of one evaluation at its sample count; the seed of the training run adds more.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = len(features)
+    scores = [frechet_distance(features[torch.randint(n, (n,), generator=generator)], reference)
+              for _ in range(num_resamples)]
+    return float(torch.tensor(scores, dtype=torch.float64).std())
+
+
 def kernel_distance(features_a: torch.Tensor, features_b: torch.Tensor, num_subsets: int = 100,
                     subset_size: int | None = None, seed: int = 0) -> tuple[float, float]:
     """KID: unbiased squared MMD with the kernel (x.y / D + 1)^3, mean and std over random subsets.
@@ -252,12 +266,14 @@ def _distances(features, reference) -> dict[str, float]:
 
 def digit_metrics(images, value_range: tuple[float, float] = (-1.0, 1.0)) -> dict[str, float]:
     """FID, KID, confidence and coverage of 1-channel digit images against the 1 000 held-out real digits,
-    and ``fid_floor``, the FID of as many real training digits (``real_digit_floor``)."""
+    ``fid_std``, the FID's bootstrap spread over the generated samples (``fid_bootstrap_std``), and
+    ``fid_floor``, the FID of as many real training digits (``real_digit_floor``)."""
     x = check_images(images, value_range, "digit images")
     features, probabilities = digit_features(x)
     reference, _ = _real_digit_features("test")
     size = x.shape[2] if x.shape[2] == x.shape[3] else DIGIT_SIZE
     return {**_distances(features, reference),
+            "fid_std": fid_bootstrap_std(features, reference),
             "fid_floor": real_digit_floor(len(features), size),
             "confidence": float(probabilities.max(1).values.mean()),
             "coverage": class_coverage(probabilities),

@@ -9,7 +9,13 @@ This module imports nothing heavy, so the leaderboard can use it without loading
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+# The Hub tag that marks a model as an entry of this course's leaderboard (the English course's
+# "diffusion-models-class" tag also matches that course's own learners, so it cannot identify entries alone).
+COURSE_TAG = "diffusion-course-ja"
+MAX_RECIPE_BYTES = 1_000_000  # a recipe.json from the Hub larger than this is not read
 
 RECIPE_FIELDS = {
     "command": "the command line that produced the run (None for a notebook cell)",
@@ -41,6 +47,21 @@ RECIPE_FIELDS = {
 }
 
 
+# The type of each field: "int", "number" (int or float), "text", "mapping" (an object or null) or "object";
+# None is allowed everywhere but in "metrics". Recipes from the Hub are untrusted, so the leaderboard checks these before reading them.
+FIELD_TYPES = {
+    **dict.fromkeys(("command", "dataset", "dataset_fallback", "model_size", "prediction_type", "device",
+                     "mixed_precision", "sampler"), "text"),
+    **dict.fromkeys(("num_train_images", "resolution", "num_parameters", "train_batch_size", "effective_batch_size",
+                     "optimizer_steps", "images_seen", "seed", "num_processes", "num_inference_steps", "guide_step",
+                     "network_evaluations"), "int"),
+    **dict.fromkeys(("learning_rate", "train_minutes", "final_loss", "guidance_scale"), "number"),
+    "versions": "mapping",
+    "metrics": "object",
+}
+MAX_TEXT = 20_000  # characters of one text field (a command line with every flag is about 1 000)
+
+
 class RecipeError(ValueError):
     """A recipe that does not follow the schema; the message says which fields and where."""
 
@@ -50,9 +71,38 @@ def recipe_problems(recipe: dict) -> list[str]:
     if not isinstance(recipe, dict):
         return [f"a recipe is a JSON object, not a {type(recipe).__name__}"]
     problems = [f"missing field {name!r} ({meaning})" for name, meaning in RECIPE_FIELDS.items() if name not in recipe]
-    if "metrics" in recipe and not isinstance(recipe["metrics"], dict):
-        problems.append("'metrics' must be an object such as {\"fid\": 12.3}")
+    for name, kind in FIELD_TYPES.items():
+        if name in recipe and not _has_type(recipe[name], kind):
+            problems.append(f"{name!r} must be {_KIND_WORDS[kind]}, not {_describe(recipe[name])}")
+    if isinstance(recipe.get("metrics"), dict):
+        problems += [f"metrics[{key!r}] must be a finite number, not {_describe(value)}"
+                     for key, value in recipe["metrics"].items() if not _has_type(value, "number") or value is None]
     return problems
+
+
+_KIND_WORDS = {"text": "a string or null", "int": "an integer or null", "number": "a finite number or null",
+               "mapping": "a JSON object or null", "object": "a JSON object"}
+
+
+def _has_type(value, kind: str) -> bool:
+    if kind == "object":
+        return isinstance(value, dict)
+    if value is None:
+        return True
+    if kind == "mapping":
+        return isinstance(value, dict)
+    if kind == "text":
+        return isinstance(value, str) and len(value) <= MAX_TEXT
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) if kind == "int" else math.isfinite(value)
+
+
+def _describe(value) -> str:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return f"a string of {len(value):,} characters (at most {MAX_TEXT:,})"
+    text = json.dumps(value, default=str)
+    return f"{type(value).__name__} {text[:40] + '…' if len(text) > 40 else text}"
 
 
 def write_recipe(folder: str | Path, recipe: dict) -> Path:
