@@ -256,14 +256,15 @@ class _Handler(BaseHTTPRequestHandler):
                          and (author is None or r.repo_id.split("/")[0] == author)), key=lambda r: r.repo_id)
         limit = int(query.get("limit", [self.hub.page_size])[0])
         page_size = min(limit, self.hub.page_size)
-        start = int(query.get("cursor", ["0"])[0])
-        page = models[start:start + page_size]
+        after = query.get("cursor", [""])[0]  # the last id of the previous page, so a deletion shifts nothing
+        remaining = [r for r in models if r.repo_id > after]
+        page = remaining[:page_size]
         fields = ["id", *expand] if expand else list(LISTED_BY_DEFAULT)
         items = [{"_id": r.sha[:24], **{k: v for k, v in self._info(r).items() if k in fields}} for r in page]
         headers = {}
-        if start + page_size < len(models):
+        if len(remaining) > page_size:
             pairs = [(k, v) for k, values in query.items() if k != "cursor" for v in values]
-            pairs.append(("cursor", str(start + page_size)))
+            pairs.append(("cursor", page[-1].repo_id))
             headers["Link"] = f'<{self.hub.endpoint}/api/models?{urlencode(pairs)}>; rel="next"'
         self._json(items, headers=headers)
         for repo in page:

@@ -131,7 +131,9 @@ def collect(hub_dir: Path, api=None, tag: str = COURSE_TAG, log=print) -> list[s
         except EntrySkipped as reason:
             skipped.append(f"{info.id}: {reason}")
         except Exception as error:  # noqa: BLE001 - one broken entry (deleted, gated, cut off) must not stop the run
-            skipped.append(f"{info.id}: could not be read ({_one_line(error)})")
+            gone = type(error).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError")
+            skipped.append(f"{info.id}: " + (f"gone or closed since it was listed ({type(error).__name__})" if gone
+                                             else f"could not be read ({_one_line(error)})"))
         else:
             kept.add(save_entry(hub_dir, recipe))
             continue
