@@ -3,13 +3,15 @@
 - ``snapshot_repository``: a git repository (branch main) of this working tree's tracked files, so a notebook's
   setup cell can ``git clone`` the course offline through COURSE_REPO_URL, as Colab clones it from GitHub.
 - ``settings_cell`` / ``insert_after_settings``: find the one knob cell of a notebook and put a cell after it.
-- ``training_memory_code``: source of a cell that estimates a model's GPU memory for training (to a JSON file).
+- ``mode_settings`` / ``notebook_objects``: a notebook's settings in one mode, and the objects its top-level
+  statements define (its models, built outside the notebook at their real sizes: tests/test_full_sizes.py).
 - ``run_alone``: copies of notebooks with their iteration counts capped (``CAPS``), opened alone in an empty folder
   as Colab and Kaggle open a notebook, run top to bottom under nbval in a fresh pytest.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -22,8 +24,13 @@ from utils import course
 
 ROOT = Path(__file__).resolve().parent.parent
 CLONE_NAME = course.GITHUB_REPO.split("/")[1]  # the folder the setup cell clones into
-# Iteration counts that the full-mode and online runs cap (model sizes and batch sizes stay those of their mode):
-# the code path is the same, only the loops are short. The plain quick-mode run of unit1/ keeps the real counts.
+FROM_THE_CLONE = (f"import pathlib as _pathlib, sys as _sys\n"
+                  f"_clone = _pathlib.Path.cwd().resolve() / {CLONE_NAME!r}\n"
+                  f"assert _pathlib.Path(_sys.modules['utils'].__file__).resolve().is_relative_to(_clone), "
+                  f"_sys.modules['utils'].__file__")
+# Iteration counts that every notebook run in the test suite caps (model widths, data sizes, schedules and the
+# script's arguments stay those of its mode): the code path is the same, only the loops are short. The nightly
+# workflow runs the notebooks unchanged, with quick mode's real counts (benchmarks/notebook_times.py --quick).
 CAPS = {
     "unit1/01_introduction_to_diffusers.ipynb": {
         # 256 images: an epoch of 4 full batches of 64 instead of 16 (the loss cell compares the first and last step;
@@ -35,6 +42,13 @@ CAPS = {
         # 21 steps: the notebook checks that the sum of the last 20 losses is below that of the first 20
         "naive_train_steps": 21, "ddpm_train_steps": 21, "ddpm_sampling_steps": 4, "fast_sampling_steps": 2,
     },
+}
+# The full-mode run also trains its full-width models at quick mode's batch size: a batch of 64 or 128 on the CPU
+# takes minutes and runs no other code. tests/test_full_sizes.py builds the same models and measures their memory
+# for training at the full batch size.
+FULL_CAPS = {
+    "unit1/01_introduction_to_diffusers.ipynb": {"batch_size": 16, "num_images": 128},  # 8 steps in the epoch
+    "unit1/02_diffusion_models_from_scratch.ipynb": {"batch_size": 16},
 }
 
 
@@ -60,6 +74,41 @@ def settings_cell(notebook) -> int:
     if len(found) != 1:
         raise ValueError(f"expected exactly one settings cell ('if quick: … else: …'), found {len(found)}")
     return found[0]
+
+
+def mode_settings(path: str, quick: bool) -> dict:
+    """The names the settings cell of the notebook at ``path`` sets in the given mode."""
+    notebook = read_notebook(ROOT / path)
+    namespace = {"quick": quick}
+    exec(compile(notebook.cells[settings_cell(notebook)].source, f"{path}:settings", "exec"), namespace)
+    return {name: value for name, value in namespace.items() if name != "__builtins__"}
+
+
+def notebook_objects(path: str, names, namespace: dict) -> dict:
+    """Run the top-level statements of the notebook at ``path`` that define ``names`` (a def, a class or an
+    assignment, in notebook order; the rest of their cells does not run) in ``namespace`` and return the objects.
+
+    A missing name is an error: what the tests build must be what the notebook builds.
+    """
+    found = set()
+    for index, cell in enumerate(read_notebook(ROOT / path).cells):
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.parse(source).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined = {node.name}
+            elif isinstance(node, ast.Assign):
+                defined = {target.id for target in node.targets if isinstance(target, ast.Name)}
+            else:
+                continue
+            if defined & set(names):
+                exec(compile(ast.Module([node], []), f"{path}:cell {index}", "exec"), namespace)
+                found |= defined
+    missing = set(names) - found
+    if missing:
+        raise ValueError(f"{path} no longer defines {sorted(missing)} at the top level of a cell: update the test")
+    return {name: namespace[name] for name in names}
 
 
 def assigned_names(source: str) -> set[str]:
@@ -90,10 +139,11 @@ def cap_cell(caps: dict, quick: bool) -> str:
 
 
 def capped_notebook(path: str, quick: bool, extra_cells=()):
-    """The notebook at ``path`` with the cap cell of ``CAPS[path]`` after its settings cell and ``extra_cells`` at
-    its end."""
+    """The notebook at ``path`` with the cap cell of ``CAPS[path]`` (and in full mode ``FULL_CAPS[path]``) after its
+    settings cell and ``extra_cells`` at its end."""
     notebook = read_notebook(ROOT / path)
-    insert_after_settings(notebook, cap_cell(CAPS[path], quick), CAPS[path])
+    caps = CAPS[path] if quick else {**CAPS[path], **FULL_CAPS[path]}
+    insert_after_settings(notebook, cap_cell(caps, quick), caps)
     notebook.cells.extend(nbformat.v4.new_code_cell(source) for source in extra_cells)
     return notebook
 
@@ -103,16 +153,18 @@ def run_alone(paths, folder: Path, origin: Path, env: dict, *, quick: bool, extr
     """Run capped copies of the notebooks at ``paths`` under nbval, opened alone in the empty ``folder``.
 
     Each copy's setup cell clones the course from ``origin`` (a ``snapshot_repository``) through COURSE_REPO_URL,
-    as Colab clones it from GitHub; nothing of this checkout is importable (no PYTHONPATH). A second pytest runs
-    them because the kernel must start with ``env`` (HF_ENDPOINT, for one, is read when huggingface_hub is
-    imported). ``extra_cells`` maps a path to sources of cells to append. Fails unless every cell passes and the
-    course was cloned next to the copies.
+    as Colab clones it from GitHub, and a last cell checks that the kernel imported utils from that clone (not from
+    this checkout, which ``pip install -e .`` makes importable everywhere). A second pytest runs them because the
+    kernel must start with ``env`` (HF_ENDPOINT, for one, is read when huggingface_hub is imported).
+    ``extra_cells`` maps a path to sources of cells to append. Fails unless every cell passes and the course was
+    cloned next to the copies.
     """
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for path in paths:
         name = Path(path).name
-        nbformat.write(capped_notebook(path, quick, (extra_cells or {}).get(path, ())), folder / name)
+        cells = [*(extra_cells or {}).get(path, ()), FROM_THE_CLONE]
+        nbformat.write(capped_notebook(path, quick, cells), folder / name)
         names.append(name)
     env = {**env, "COURSE_QUICK": str(int(quick)), "COURSE_REPO_URL": str(origin)}
     env.pop("PYTHONPATH", None)
@@ -123,41 +175,3 @@ def run_alone(paths, folder: Path, origin: Path, env: dict, *, quick: bool, extr
     assert (folder / CLONE_NAME / "utils" / "__init__.py").is_file() and not (folder / "utils").exists()
     return result
 
-
-TRAINING_MEMORY = '''
-import json as _json
-
-import torch as _torch
-
-
-def _training_memory(module, *inputs):
-    # fp32 weights + gradients + AdamW's two moment buffers, plus the tensors autograd saves for backward
-    parameters = sum(p.numel() * p.element_size() for p in module.parameters())
-    own = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    saved = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in own:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    was_training = module.training
-    module.train()
-    with _torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        output = module(*inputs)
-    module.train(was_training)
-    del output
-    count = sum(p.numel() for p in module.parameters())
-    return {"parameters": count, "weights_grads_adamw_bytes": 4 * parameters, "activation_bytes": sum(saved.values()),
-            "estimate_bytes": 4 * parameters + sum(saved.values())}
-
-
-with open({FILE!r}, "w", encoding="utf-8") as _file:
-    _json.dump({MEASURE}, _file)
-'''
-
-
-def training_memory_code(measure: str, filename: str) -> str:
-    """A cell that writes ``measure`` (a dict expression of _training_memory calls) as JSON to ``filename``."""
-    return TRAINING_MEMORY.replace("{MEASURE}", measure).replace("{FILE!r}", repr(filename))
