@@ -30,7 +30,15 @@ BANNED = [
     (r"下りの経路|上りの経路", "ダウンパス / アップパス"),
     (r"DPM\+\+(?![-\w])", "DPM-Solver++ (in prose)"),
     (r"ユニット ?[2-9２-９]", "nothing: this repository has only unit 1"),
+    (r"SDE 版", "DPM-Solver++ SDE"),
+    (r"(?<!SDE（)確率的な DPM-Solver\+\+", "DPM-Solver++ SDE (確率的な DPM-Solver++ only inside 'DPM-Solver++ SDE（…）')"),
+    (r"(?<!ネットワーク)評価回数", "ネットワーク評価回数 (評価 alone also means the FID evaluation)"),
+    (r"(?<!ネットワーク)評価 ?\d+ ?回", "ネットワーク評価 N 回"),
 ]
+# Terms added in the second text review whose old spellings the leaderboard page still has while the leaderboard
+# rewrite lands; remove a file from here as soon as it follows the glossary.
+NOT_YET = {"unit1/leaderboard/README.md": {r"SDE 版", r"(?<!SDE（)確率的な DPM-Solver\+\+", r"(?<!ネットワーク)評価回数",
+                                           r"(?<!ネットワーク)評価 ?\d+ ?回"}}
 
 
 def learner_texts():
@@ -45,14 +53,15 @@ def learner_texts():
             yield str(path.relative_to(ROOT)), path.read_text(encoding="utf-8")
 
 
-def find_banned(text: str) -> list[str]:
-    """Each banned variant in ``text``, as 'found → preferred'."""
-    return [f"{match.group(0)!r} → {preferred}" for pattern, preferred in BANNED
+def find_banned(text: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Each banned variant in ``text`` (patterns in ``skip`` left out), as 'found → preferred'."""
+    return [f"{match.group(0)!r} → {preferred}" for pattern, preferred in BANNED if pattern not in skip
             for match in re.finditer(pattern, text)]
 
 
 def test_learner_facing_text_uses_the_glossary_terms():
-    problems = [f"{name}: {problem}" for name, text in learner_texts() for problem in find_banned(text)]
+    problems = [f"{name}: {problem}" for name, text in learner_texts()
+                for problem in find_banned(text, frozenset(NOT_YET.get(name, ())))]
     assert not problems, "use the terms of unit1/GLOSSARY.md:\n" + "\n".join(problems)
 
 
@@ -88,6 +97,14 @@ def test_the_check_covers_notebooks_and_pages_but_not_the_setup_cell():
     ("ユニット 2 で", True),
     ("代替データ", False),
     ("代用画像", True),
+    ("DPM-Solver++ SDE（確率的な DPM-Solver++）", False),
+    ("確率的な DPM-Solver++ の 25 ステップ", True),
+    ("DPM-Solver++ の SDE 版", True),
+    ("ネットワーク評価回数 50 回", False),
+    ("評価回数 50 回", True),
+    ("ネットワーク評価 50 回", False),
+    ("（評価 50 回）", True),
+    ("評価枚数 1,000 枚", False),
 ])
 def test_banned_variants_are_found_without_false_positives(text, banned):
     assert bool(find_banned(text)) == banned, find_banned(text)
@@ -96,5 +113,12 @@ def test_banned_variants_are_found_without_false_positives(text, banned):
 def test_the_glossary_lists_every_term_it_bans():
     glossary = GLOSSARY.read_text(encoding="utf-8")
     for term in ("クイックモード", "チョウ", "代替データ", "フォルダー", "スケジューラ", "閉形式", "DPM-Solver++",
-                 "アテンション（注意機構）", "ダウンパス", "くり返し", "具体的"):
+                 "アテンション（注意機構）", "ダウンパス", "くり返し", "具体的", "DPM-Solver++ SDE", "ネットワーク評価回数",
+                 "Euler ancestral", "KID", "確信度", "シード平均"):
         assert term in glossary, term
+
+
+def test_the_not_yet_list_names_pages_that_exist_and_patterns_that_are_banned():
+    names = {name for name, _ in learner_texts()}
+    for name, patterns in NOT_YET.items():
+        assert name in names and patterns <= {pattern for pattern, _ in BANNED}, name

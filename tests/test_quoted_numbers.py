@@ -1,0 +1,171 @@
+"""Numbers that the learner pages quote from committed files (recipe.json, samplers.json) match those files.
+
+Each check rebuilds a phrase of the prose from the committed records and asserts that the page contains it, so a
+recipe or a benchmark that is rerun (or a sentence that is edited by hand) cannot leave a stale number behind.
+"""
+
+import importlib.util
+import json
+import re
+import shlex
+from pathlib import Path
+from statistics import mean
+
+import numpy as np
+import pytest
+
+from utils.course import BRANCH, GITHUB_REPO
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADERBOARD = ROOT / "unit1" / "leaderboard"
+TOP = "mnist-microconv-v-bs32-snr5-b99-ag-dpmsde25-15min"  # the top recipe (by seed mean), seed 0
+
+
+def recipe(name: str) -> dict:
+    return json.loads((LEADERBOARD / name / "recipe.json").read_text(encoding="utf-8"))
+
+
+def fid(name: str) -> float:
+    return recipe(name)["metrics"]["fid"]
+
+
+def g3(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def g2(value: float) -> str:
+    return f"{value:.2g}"
+
+
+def page(path: str) -> str:
+    """A markdown page, or a notebook's markdown cells joined."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    if path.endswith(".ipynb"):
+        cells = json.loads(text)["cells"]
+        return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return text
+
+
+def samplers() -> list[dict]:
+    return json.loads((ROOT / "unit1" / "images" / "samplers.json").read_text(encoding="utf-8"))["rows"]
+
+
+def sampler_row(sampler: str, steps: int, interval=None) -> dict:
+    (row,) = [r for r in samplers() if (r["sampler"], r["steps"], r["interval"]) == (sampler, steps, interval)]
+    return row
+
+
+def seed_phrases() -> dict[str, str]:
+    """The seed means and their seeds, as the pages write them."""
+    top = [fid(TOP), fid(f"{TOP}-seed1"), fid(f"{TOP}-seed2")]
+    ddpm250 = [fid("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min"),
+               fid("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min-seed1")]
+    unguided = [fid("mnist-microconv-v-bs32-snr5-b99-15min"), fid("mnist-microconv-v-bs32-snr5-b99-15min-seed1")]
+    plus_one = [fid("mnist-microconv-v-bs32-snr5p1-b99-ag-15min"), fid("mnist-microconv-v-bs32-snr5p1-b99-ag-15min-seed1")]
+    return {
+        "top": f"{'・'.join(map(g3, top))}、平均 {g3(mean(top))}",
+        "ddpm250": f"平均 {g3(mean(ddpm250))}（{'・'.join(map(g3, ddpm250))}）",
+        "unguided": f"平均 {g3(mean(unguided))}（{'・'.join(map(g3, unguided))}）",
+        "plus_one": f"平均 {g3(mean(plus_one))}（{'・'.join(map(g3, plus_one))}）",
+        "spread": f"最大 {max(ddpm250) / min(ddpm250):.3g} 倍（{g3(min(ddpm250))} と {g3(max(ddpm250))}）",
+    }
+
+
+def guidance_gain() -> str:
+    """Autoguidance on two seeds: seed 0 at DDPM 100 steps, seed 1 (guided at DDPM 250)."""
+    seed0 = (fid("mnist-microconv-v-bs32-snr5-b99-15min"), fid("mnist-microconv-v-bs32-snr5-b99-ag-15min"))
+    seed1 = (fid("mnist-microconv-v-bs32-snr5-b99-15min-seed1"),
+             fid("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min-seed1"))
+    return f"{g3(seed0[0])} → {g2(seed0[1])}、{g3(seed1[0])} → {g2(seed1[1])}"
+
+
+def min_snr_gain() -> str:
+    return f"{g3(fid('mnist-micro-v-bs32-15min'))} → {g3(fid('mnist-micro-v-bs32-snr5-15min'))}"
+
+
+def test_the_unit_page_quotes_the_seed_means_and_the_gains_of_the_committed_recipes():
+    text = page("unit1/README.md")
+    for name, phrase in seed_phrases().items():
+        assert phrase in text, (name, phrase)
+    assert guidance_gain() in text and min_snr_gain() in text
+
+
+def test_the_unit_pages_example_is_the_top_recipes_seed_0_with_its_recorded_numbers():
+    text = page("unit1/README.md")
+    top = recipe(TOP)
+    same_training = recipe("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min")  # identical weights, another day
+    metrics = top["metrics"]
+    assert f"leaderboard/{TOP}/samples/final.png" in text
+    assert (f"{top['optimizer_steps']:,} ステップ（{top['images_seen']:,} 枚）の学習で FID {g3(metrics['fid'])}、"
+            f"coverage {g3(metrics['coverage'])}") in text
+    assert f"学習時間 {top['train_minutes']:.1f} 分" in text and f"{same_training['train_minutes']:.1f} 分でした" in text
+    assert f"約 {top['train_minutes'] / same_training['train_minutes']:.1f} 倍遅かった" in text
+
+
+def test_the_first_screen_of_the_unit_page_opens_notebook_01_in_colab():
+    first_screen = "\n".join(page("unit1/README.md").splitlines()[:15])
+    links = re.findall(r"https://colab\.research\.google\.com/github/([^)\s]+)", first_screen)
+    notebook = "unit1/01_introduction_to_diffusers.ipynb"
+    assert f"{GITHUB_REPO}/blob/{BRANCH}/{notebook}" in links and (ROOT / notebook).is_file()
+
+
+def test_training_md_quotes_the_recipes_and_the_sampler_comparison():
+    text = page("unit1/TRAINING.md")
+    seed0, seed1 = guidance_gain().split("、")
+    assert f"DDPM 100 ステップの評価で {seed0}、seed 1 は {seed1}" in text
+    assert min_snr_gain() in text
+    seeds = f"{g3(fid('mnist-microconv-v-bs32-snr5-b99-15min'))} と {g3(fid('mnist-microconv-v-bs32-snr5-b99-15min-seed1'))}"
+    assert f"シードを変えただけの差 {seeds}" in text
+    sde, ddpm250 = sampler_row("dpm++sde", 25), sampler_row("ddpm", 250)
+    assert f"この 50 回の設定の FID（{g3(sde['fid'])}）が 500 回の DDPM（{g3(ddpm250['fid'])}）" in text
+    assert sde["evaluations"] == 50 and ddpm250["evaluations"] == 500
+    assert f"決定的な DPM-Solver++ 2M の 25 ステップでは {g3(sampler_row('dpm++', 25)['fid'])}" in text
+    interval = sampler_row("dpm++sde", 25, [0.0, 500.0])
+    assert f"50 回から {interval['evaluations']} 回に減りましたが、FID は {g3(interval['fid'])} に悪化" in text
+    steps = (f"（{g3(fid('mnist-microconv-v-bs32-snr5-b99-15min'))} と "
+             f"{g3(fid('mnist-microconv-v-bs32-snr5-b99-ddpm250-15min'))}）でしたが、autoguidance（強さ 1.5）を使うと "
+             f"100 ステップで {g3(fid('mnist-microconv-v-bs32-snr5-b99-ag-15min'))}、250 ステップで "
+             f"{g3(fid('mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min'))}")
+    assert steps in text
+
+
+def test_notebook_02_quotes_the_batch_records_the_sampler_comparison_and_the_guidance_gain():
+    text = page("unit1/02_diffusion_models_from_scratch.ipynb")
+    batch = [recipe(name) for name in ("mnist-micro-v-bs16-9min", "mnist-microconv-v-bs16-snr5-11min",
+                                       "mnist-micro-v-bs32-15min", "mnist-microconv-v-bs32-snr5-b99-15min")]
+    assert [r["train_batch_size"] for r in batch] == [16, 16, 32, 32]
+    minutes = [f"{r['train_minutes']:.1f} 分・{r['images_seen']:,} 枚" for r in batch]
+    assert f"{minutes[0]}と {minutes[1]}。バッチ 32 は {minutes[2]}と {minutes[3]}" in text
+    sde, ddpm250, dpm2m = sampler_row("dpm++sde", 25), sampler_row("ddpm", 250), sampler_row("dpm++", 25)
+    assert f"FID は {g3(sde['fid'])} で、DDPM の 250 ステップ（500 回）の {g3(ddpm250['fid'])}" in text
+    assert f"DPM-Solver++ 2M は {g3(dpm2m['fid'])}" in text
+    deterministic = [r["fid"] for r in samplers() if r["sampler"] in ("dpm++", "ddim") and r["evaluations"] == 50]
+    assert min(deterministic) / sde["fid"] >= 1.4  # "4 割以上大きく"
+    seed0, seed1 = guidance_gain().split("、")
+    assert f"seed 0 は {seed0}、seed 1 は {seed1}" in text
+
+
+def test_the_linear_schedule_threshold_both_notebooks_quote():
+    betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float32).astype(np.float64)  # diffusers' "linear" betas
+    signal = np.sqrt(np.cumprod(1 - betas))
+    assert signal[600] < 0.16 < signal[590]
+    for notebook in ("unit1/01_introduction_to_diffusers.ipynb", "unit1/02_diffusion_models_from_scratch.ipynb"):
+        assert "600 を過ぎると" in page(notebook) and "0.16 を下回" in page(notebook), notebook
+
+
+@pytest.fixture(scope="module")
+def samplers_benchmark():
+    spec = importlib.util.spec_from_file_location("samplers_benchmark", ROOT / "benchmarks" / "samplers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_samplers_md_is_the_table_that_samplers_json_gives(samplers_benchmark):
+    saved = json.loads((ROOT / "unit1" / "images" / "samplers.json").read_text(encoding="utf-8"))
+    args = samplers_benchmark.parse_args(shlex.split(saved["command"])[2:])
+    made = samplers_benchmark.markdown_table(saved["rows"], args, saved["command"]).splitlines()
+    committed = (ROOT / "unit1" / "images" / "samplers.md").read_text(encoding="utf-8").splitlines()
+    # every line but the one naming this machine's torch thread count, which --replot does not record
+    thread_line = "PyTorch のスレッド数"
+    assert [line for line in made if thread_line not in line] == [line for line in committed if thread_line not in line]
