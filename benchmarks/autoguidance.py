@@ -89,8 +89,9 @@ def markdown_table(rows: list[dict], args: argparse.Namespace, command: str) -> 
         guide = "なし" if row["guide_step"] is None else f"{row['guide_step']:,}"
         lines.append(f"| {guide} | {row['scale']:g} | {row['fid']:.3g} | {row['fid'] / row['fid_floor']:.2f}× | "
                      f"{row['coverage']:.3g} | {row['confidence']:.3g} | {row['seconds']:.0f} |")
-    lines += ["", f"{args.run_dir.name} の最後の重みで、各設定とも同じ初期ノイズから {args.num_samples} 枚を "
-              f"{args.sampler} {args.num_inference_steps} ステップで生成し、評価しました。ガイドは各チェックポイントの EMA の重みです。",
+    lines += ["", f"{args.run_dir.name} の最後の重みで、各設定とも同じ初期ノイズから {args.num_samples} 枚を、サンプラー "
+              f"`{args.sampler}` の {args.num_inference_steps} ステップで生成し、評価しました。ガイドは同じモデルの各チェックポイントの "
+              "EMA の重み（学習途中の重み）です。1 つのモデルでの 1 回の測定です。",
               f"作成コマンド: `{command}`", ""]
     return "\n".join(lines)
 

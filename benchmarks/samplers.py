@@ -159,21 +159,30 @@ def _format(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}g}"
 
 
+def _ratio(fid: float | None, floor: float | None) -> str:
+    """FID over the real-data floor: two decimals, or a whole number with a thousands separator from 100x up."""
+    if fid is None or not floor:
+        return "—"
+    ratio = fid / floor
+    return f"{ratio:.2f}×" if ratio < 100 else f"{ratio:,.0f}×"
+
+
 def markdown_table(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     lines = ["| サンプラー | ステップ数 | ネットワーク評価回数/枚 | FID ↓ | 下限比 | coverage | 確信度 | 秒/枚（実時間） "
              "| CPU 秒/枚 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        fid, floor = row.get("fid"), row.get("fid_floor")
-        ratio = f"{fid / floor:.2f}×" if fid is not None and floor else "—"
-        lines.append(f"| {setting_label(row)} | {row['steps']} | {row['evaluations']} | {_format(fid)} | {ratio} | "
+        fid = row.get("fid")
+        lines.append(f"| {setting_label(row)} | {row['steps']} | {row['evaluations']} | {_format(fid)} | "
+                     f"{_ratio(fid, row.get('fid_floor'))} | "
                      f"{_format(row.get('coverage'))} | {_format(row.get('confidence'))} | "
                      f"{row['seconds_per_image']:.3g} | {row['cpu_seconds_per_image']:.3g} |")
     floor = next((row["fid_floor"] for row in rows if "fid_floor" in row), None)
-    guided = (f"すべての設定で、自分の早い段階の重み（{GUIDE_FOLDER}/）に導かせる autoguidance を強さ "
-              f"{args.guidance_scale:g} で使っています（ガイドするステップではモデルを 2 回使い、評価回数も 2 回と数えます）。"
-              if args.guidance_scale != 1 else "")
+    guided = (f"すべての設定で、同じモデルの学習途中の重み（{GUIDE_FOLDER}/）をガイドにする autoguidance を強さ "
+              f"{args.guidance_scale:g} で使っています（ガイドを使うステップではモデルを 2 回使うので、ネットワーク評価回数も "
+              "2 回と数えます）。" if args.guidance_scale != 1 else "")
     lines += ["", f"各設定で同じ初期ノイズから {args.num_samples} 枚を生成し、評価しました"
               + (f"（本物どうしの FID の下限は {floor:.3g}）。" if floor is not None else "。") + guided,
+              "1 つのモデルでの 1 回の測定なので、別のモデルやシードでは順位が入れ替わることがあります。",
               f"時間は生成だけを PyTorch のスレッド数 {torch.get_num_threads()} で測ったものです。実時間はマシンの混み具合で"
               "大きく変わるため、図では CPU 時間（全スレッドの合計）を使っています。",
               f"作成コマンド: `{command}`", ""]
