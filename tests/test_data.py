@@ -91,6 +91,29 @@ def test_offline_loading_picks_labelled_fallbacks(capsys):
     assert "合成" in capsys.readouterr().out
 
 
+def test_offline_fallback_says_a_configuration_name_was_not_checked(capsys):
+    """The stand-in has no configurations: a --dataset_config_name it cannot check is named in one line, not ignored."""
+    dataset = data.load_image_dataset("mnist", config_name="nope", max_samples=4)
+    assert data.is_fallback(dataset) and len(dataset) == 4
+    lines = capsys.readouterr().out.splitlines()
+    (line,) = [line for line in lines if "'nope'" in line]
+    assert line.startswith("⚠ ") and "--dataset_config_name" in line and "確かめられず" in line
+    assert "オンラインで確かめるか、指定を外してください" in line
+    data.load_image_dataset("mnist", max_samples=4)
+    assert "--dataset_config_name" not in capsys.readouterr().out  # no configuration given: nothing to say
+
+
+def test_an_image_too_large_for_pil_is_skipped_as_unreadable(tmp_path, monkeypatch):
+    """PIL refuses to open an image past its decompression-bomb limit: that file is skipped and counted."""
+    Image.new("RGB", (64, 64)).save(tmp_path / "huge.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is over twice the limit: DecompressionBombError
+    good, bad = data.find_images(tmp_path)
+    assert [p.name for p in good] == ["small.png"] and [p.name for p in bad] == ["huge.png"]
+    pixels, problems, _ = data.decode_images(lambda i: Image.open(tmp_path / "huge.png"), 1, 4, skip_unreadable=True)
+    assert len(pixels) == 0 and "exceeds limit" in problems[0]
+
+
 def test_unknown_dataset_offline_says_what_to_do():
     with pytest.raises(data.DataError, match="no offline fallback.*local image folder"):
         data.load_image_dataset("someone/does-not-exist")

@@ -164,3 +164,38 @@ def test_gpu_that_runs_the_tiny_operation_is_used(fake_gpu, monkeypatch, capsys)
     assert env.get_device() == torch.device("cuda")
     assert env.is_quick_mode({}) is False
     assert ran == ["cuda"] and capsys.readouterr().out == ""
+
+
+DRIVER_TOO_OLD = "The NVIDIA driver on your system is too old (found version 11040)."
+
+
+@pytest.mark.parametrize("query", ["is_available", "get_device_name", "get_device_capability", "get_arch_list",
+                                   "first operation"])
+def test_gpu_that_claims_to_be_there_but_cannot_start_falls_back_to_cpu(fake_gpu, monkeypatch, capsys, query):
+    """A driver that is too old, a build without CUDA, a device that fails at initialisation: whichever CUDA query
+    raises first, the course runs on the CPU in quick mode with the Japanese message, and the setup line says so."""
+    fake_gpu("Tesla T4", (7, 5), CU128_ARCHS)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(DRIVER_TOO_OLD)
+
+    if query == "first operation":
+        monkeypatch.setattr(env.torch, "ones", fail)
+    else:
+        monkeypatch.setattr(env.torch.cuda, query, fail)
+    assert env.cuda_usable() is False
+    assert env.get_device().type in {"cpu", "mps"}
+    assert env.is_quick_mode({}) is True
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("⚠️ ") and "CPU（とクイックモード）で実行します" in out
+    assert "RuntimeError: The NVIDIA driver on your system is too old" in out
+    if query in ("is_available", "get_device_name", "get_device_capability", "get_arch_list"):
+        assert "初期化できませんでした" in out and "ドライバー" in out
+    else:
+        assert "Tesla T4" in out and "小さな計算が失敗" in out
+
+    monkeypatch.delenv("COURSE_QUICK", raising=False)
+    device, quick, online = course.setup_course(seed=0)
+    line = capsys.readouterr().out
+    assert device.type in {"cpu", "mps"} and quick
+    assert "クイックモード" in line and "デバイス: cpu" in line.replace("デバイス: mps", "デバイス: cpu")

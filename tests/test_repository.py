@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,8 @@ def test_setup_cell_installs_only_runtime_requirements():
 
 
 def test_workflows_pass_actionlint():
-    binary = shutil.which("actionlint")
+    # also next to the running interpreter: `.venv/bin/python -m pytest` without activating the venv
+    binary = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
     assert binary, "actionlint is missing: pip install -r requirements.txt"
     result = subprocess.run([binary, "-no-color"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from training_script import SCRIPT, load_script
+from training_script import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "unit1" / "train_unconditional.py"
 TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": 4,
              "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
 NUM_GOOD_IMAGES = 10
@@ -424,6 +425,39 @@ BAD_INPUTS = {
     "reversed guide interval": (["--guide_interval", "500", "0"], "needs 0 <= LO <= HI"),
     "guide after the last step": (["--max_train_steps", "3", "--guide_step", "3", "--guidance_scale", "2"],
                                   "must come before"),
+    # Every number in its range (utils.training.SETTING_BOUNDS), before any data is loaded: the option, the range, a fix.
+    "negative learning rate": (["--learning_rate", "-1"], "--learning_rate must be positive, got -1 (1e-4 is the usual"),
+    "learning rate not a number": (["--learning_rate", "nan"], "--learning_rate must be positive, got nan"),
+    "adam beta2 of 1.5": (["--adam_beta2", "1.5"], "--adam_beta2 must be at least 0 and below 1, got 1.5 (usually 0.99"),
+    "adam beta1 of 1": (["--adam_beta1", "1"], "--adam_beta1 must be at least 0 and below 1, got 1 (usually 0.9"),
+    "adam epsilon of 0": (["--adam_epsilon", "0"], "--adam_epsilon must be positive, got 0 (1e-8 is the usual value)"),
+    "negative weight decay": (["--adam_weight_decay", "-0.1"], "--adam_weight_decay must be at least 0, got -0.1 (0: no"),
+    "negative warm-up": (["--lr_warmup_steps", "-5"], "--lr_warmup_steps must be at least 0, got -5 (0: no warm-up)"),
+    "negative clipping norm": (["--max_grad_norm", "-1"], "--max_grad_norm must be at least 0, got -1 (0: no clipping)"),
+    "ema decay above 1": (["--use_ema", "--ema_max_decay", "2"], "--ema_max_decay must be between 0 and 1, got 2 (0.9999"),
+    "negative ema min decay": (["--use_ema", "--ema_min_decay", "-0.5"], "--ema_min_decay must be between 0 and 1, got"),
+    "ema decays reversed": (["--use_ema", "--ema_min_decay", "0.5", "--ema_max_decay", "0.4"],
+                            "--ema_min_decay 0.5 is above --ema_max_decay 0.4: the smallest EMA decay cannot exceed"),
+    "ema power of 0": (["--use_ema", "--ema_power", "0"], "--ema_power must be positive, got 0 (0.75 for long runs"),
+    "ema inv_gamma of 0": (["--use_ema", "--ema_inv_gamma", "0"], "--ema_inv_gamma must be positive, got 0 (1 is the"),
+    "guidance scale of 0": (["--guidance_scale", "0"], "--guidance_scale must be positive, got 0 (1: no guidance"),
+    "negative guide interval": (["--guide_interval", "-1", "500"], "--guide_interval must be at least 0, got -1"),
+    "zero guide step": (["--guide_step", "0"], "--guide_step must be at least 1, got 0."),
+    "zero sampling steps": (["--num_inference_steps", "0"], "--num_inference_steps must be at least 1, got 0."),
+    "more sampling steps than timesteps": (["--num_inference_steps", "50", "--ddpm_num_steps", "10"],
+                                           "--num_inference_steps 50 is more than the model's --ddpm_num_steps 10"),
+    "zero eval batch size": (["--eval_batch_size", "0"], "--eval_batch_size must be at least 1, got 0."),
+    "negative eval samples": (["--eval_num_samples", "-1"], "--eval_num_samples must be at least 0, got -1 (0: no eval"),
+    "negative checkpointing steps": (["--checkpointing_steps", "-1"], "--checkpointing_steps must be at least 0, got"),
+    "zero checkpoint limit": (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be at least 1, got 0"),
+    "negative seed": (["--seed", "-1"], "--seed must be between 0 and 4294967295, got -1."),
+    "output dir is a file": (["--output_dir", "{file}"], "is a file, not a folder: choose another --output_dir"),
+    "output dir inside a file": (["--output_dir", "{file}/run"], "which is a file, not a folder: choose another"),
+    # A setting a library refuses deep inside is named by the script (here diffusers' polynomial schedule, whose
+    # final learning rate 1e-7 must stay below the peak).
+    "learning rate below the polynomial schedule's end": (
+        ["--learning_rate", "1e-8", "--lr_scheduler", "polynomial"],
+        "diffusers' learning-rate schedule refused these settings: --lr_scheduler polynomial, --learning_rate 1e-08"),
 }
 
 
@@ -433,13 +467,82 @@ def test_bad_input_gives_a_message_and_exit_code_2(data, tmp_path, capsys, name)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "x.jpg").write_bytes(b"\xff\xd8 broken")
-    paths = {"tmp": tmp_path, "empty": data["empty"], "broken": broken}
+    (tmp_path / "a-file").write_text("not a folder")
+    paths = {"tmp": tmp_path, "empty": data["empty"], "broken": broken, "file": tmp_path / "a-file"}
     extra = [item.format(**paths) for item in extra]
     out = tmp_path / "out"
     assert run(data, out, *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert err.count("\n") == 1, "one line"
     assert not (out / "recipe.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--adam_beta2", "1.5"], "torch.optim.AdamW refused these settings: --learning_rate 0.0001, --adam_beta1 0.95, "
+                              "--adam_beta2 1.5, --adam_epsilon 1e-08, --adam_weight_decay 1e-06 (Invalid beta "
+                              "parameter at index 1: 1.5). Change one of these options."),
+    (["--learning_rate", "-1"], "torch.optim.AdamW refused these settings: --learning_rate -1.0"),
+    (["--sampler", "ddim", "--num_inference_steps", "50", "--ddpm_num_steps", "10"],
+     "The sampler ddim refused these settings: --sampler ddim, --num_inference_steps 50, --ddpm_num_steps 10"),
+])
+def test_a_setting_a_library_refuses_is_named_instead_of_a_traceback(data, tmp_path, capsys, monkeypatch, extra,
+                                                                     message):
+    """Behind the range table, whatever torch or diffusers raise for a setting still stops with the option named."""
+    monkeypatch.setattr(script, "check_args", lambda args: None)  # as if the checks up front had missed it
+    assert run(data, tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_a_genuine_bug_still_shows_its_traceback(data, tmp_path, monkeypatch):
+    def broken_loss(*args, **kwargs):
+        raise ValueError("a bug in the training step")
+
+    monkeypatch.setattr(script, "diffusion_loss", broken_loss)
+    with pytest.raises(ValueError, match="a bug in the training step"):
+        run(data, tmp_path / "bug", "--max_train_steps", "1")
+
+
+def test_a_gpu_that_cannot_start_trains_on_the_cpu(data, tmp_path, capsys, monkeypatch):
+    """torch.cuda.is_available() says yes, but the driver is too old: the run falls back to the CPU with the message."""
+    from utils import environment
+
+    def driver_too_old(*args):
+        raise RuntimeError("The NVIDIA driver on your system is too old (found version 11040).")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", driver_too_old)
+    environment.cuda_problem.cache_clear()
+    try:
+        assert run(data, tmp_path / "out", "--max_train_steps", "1") == 0
+    finally:
+        environment.cuda_problem.cache_clear()
+    assert "初期化できませんでした" in capsys.readouterr().out
+    assert recipe(tmp_path / "out")["device"].startswith("cpu")
+
+
+def test_offline_dataset_configuration_is_said_to_be_unchecked(data, tmp_path, capsys):
+    out = tmp_path / "mnist"
+    assert run(data, out, "--dataset_name", "mnist", "--dataset_config_name", "nope", "--max_train_samples", "8",
+               "--max_train_steps", "1") == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "--dataset_config_name" in line]
+    assert "'nope'" in line and "確かめられず" in line and "指定を外してください" in line
+    assert recipe(out)["dataset_config_name"] == "nope" and recipe(out)["dataset_fallback"]
+
+
+def test_decoded_images_that_cannot_be_allocated_stop_with_a_message(data, tmp_path, capsys, monkeypatch):
+    real_empty = torch.empty
+
+    def refusing_empty(*shape, **kwargs):
+        if kwargs.get("dtype") is torch.uint8 and len(shape) == 1 and len(shape[0]) == 4:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1000000000000 bytes.")
+        return real_empty(*shape, **kwargs)
+
+    monkeypatch.setattr(script.torch, "empty", refusing_empty)
+    assert run(data, tmp_path / "out", "--data_storage", "memory") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The decoded images need 1.9 KB of memory") and "--data_storage disk" in err
 
 
 def test_push_without_login_stops_before_training(data, tmp_path, capsys, monkeypatch):

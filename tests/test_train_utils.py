@@ -20,15 +20,19 @@ from utils.checkpoints import (
 from utils.training import (
     EMA,
     MODEL_SIZES,
+    SETTING_BOUNDS,
+    Bounds,
     ConfigError,
     ShardedBatches,
     TrainingClock,
     build_unet,
     check_resolution,
+    check_settings,
     copy_unet,
     make_optimizer,
     memory_format_for,
     seed_for,
+    settings_used_by,
     unet_config,
     weights_digest,
 )
@@ -123,8 +127,47 @@ def test_min_snr_epsilon_weights_stay_finite_at_zero_snr():
 
 
 def test_a_non_positive_snr_gamma_is_refused():
-    with pytest.raises(ConfigError, match="snr_gamma"):
-        script.check_snr_gamma(0.0, "epsilon")
+    with pytest.raises(ConfigError, match="--snr_gamma must be positive, got 0 \\(5 is the usual value"):
+        check_settings(SimpleNamespace(snr_gamma=0.0))
+
+
+@pytest.mark.parametrize("bounds, inside, outside, words", [
+    (Bounds(1), [1, 7], [0, -3], "at least 1"),
+    (Bounds(0, low_open=True), [1e-8, 3.0], [0.0, -1.0, float("inf"), float("nan")], "positive"),
+    (Bounds(0, 1), [0.0, 1.0, 0.5], [-0.1, 1.01], "between 0 and 1"),
+    (Bounds(0, 1, high_open=True), [0.0, 0.999], [1.0, 1.5], "at least 0 and below 1"),
+    (Bounds(0, 2**32 - 1), [0, 2**32 - 1], [-1, 2**32], "between 0 and 4294967295"),
+])
+def test_bounds_say_what_they_allow(bounds, inside, outside, words):
+    assert all(bounds.contains(value) for value in inside)
+    assert not any(bounds.contains(value) for value in outside)
+    assert bounds.describe() == words
+
+
+def test_check_settings_names_the_option_its_range_and_the_usual_value():
+    good = SimpleNamespace(learning_rate=1e-4, adam_beta2=0.999, max_train_steps=None, guide_interval=(0.0, 500.0))
+    check_settings(good)  # an unset (None) option and options the table does not know are not checked
+    for name, value, message in [
+        ("learning_rate", -1.0, "--learning_rate must be positive, got -1 (1e-4 is the usual value"),
+        ("adam_beta2", 1.5, "--adam_beta2 must be at least 0 and below 1, got 1.5 (usually 0.99 to 0.999)."),
+        ("max_train_steps", 0, "--max_train_steps must be at least 1, got 0."),
+        ("guide_interval", (-1.0, 5.0), "--guide_interval must be at least 0, got -1"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            check_settings(SimpleNamespace(**{**vars(good), name: value}))
+        assert str(error.value).startswith(message)
+    assert set(SETTING_BOUNDS) <= set(vars(script.parse_args([]))), "the table names options the script lacks"
+
+
+def test_settings_used_by_names_what_a_library_refused_and_lets_other_errors_through():
+    settings = SimpleNamespace(learning_rate=-1.0, adam_beta1=0.9)
+    with pytest.raises(ConfigError, match=r"^torch.optim.AdamW refused these settings: --learning_rate -1.0, "
+                                          r"--adam_beta1 0.9 \(Invalid learning rate: -1.0\)\. Change one"):
+        with settings_used_by("torch.optim.AdamW", settings, "learning_rate", "adam_beta1"):
+            make_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=-1.0)
+    with pytest.raises(KeyError):  # not a refused setting: a bug, whose traceback stays
+        with settings_used_by("torch.optim.AdamW", settings, "learning_rate"):
+            raise KeyError("bug")
 
 
 def test_ema_matches_diffusers_ema_model(tmp_path):

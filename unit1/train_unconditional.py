@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the course's utils import
 
 from utils import metrics
 from utils.checkpoints import (
+    check_output_dir,
     list_checkpoints,
     read_training_state,
     remove_unfinished,
@@ -67,11 +68,13 @@ from utils.training import (
     TrainingClock,
     build_unet,
     check_resolution,
+    check_settings,
     copy_unet,
     count_parameters,
     make_optimizer,
     memory_format_for,
     seed_for,
+    settings_used_by,
     unet_config,
     weights_digest,
 )
@@ -255,12 +258,12 @@ def set_up(args, argv=()) -> Run:
     """Check the settings, then build the accelerator, the data, the model, the optimizer and the schedules."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
     check_args(args)
     config = unet_config(args.model_size, args.model_config_name_or_path)
     check_resolution(args.resolution, config)
+    noise_scheduler = make_noise_scheduler(args)
     output_dir = Path(args.output_dir)
     resume_path = checkpoint_to_resume(args)
     accelerator = Accelerator(
@@ -297,16 +300,17 @@ def set_up(args, argv=()) -> Run:
     unet = build_unet(config, args.resolution, data_info["channels"])
     memory_format = memory_format_for(accelerator.device, args.channels_last)
     unet = unet.to(accelerator.device, memory_format=memory_format)
-    noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
-                                    prediction_type=args.prediction_type)
     snr_weights = None if args.snr_gamma is None else min_snr_weights(
         noise_scheduler.alphas_cumprod, args.prediction_type, args.snr_gamma, args.snr_plus_one).to(accelerator.device)
     ema = EMA(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power, args.ema_min_decay) if args.use_ema else None
-    optimizer = make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
-                               args.adam_weight_decay, args.adam_epsilon, accelerator.device)
+    with settings_used_by("torch.optim.AdamW", args, "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon",
+                          "adam_weight_decay"):
+        optimizer = make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
+                                   args.adam_weight_decay, args.adam_epsilon, accelerator.device)
     # Not passed to accelerator.prepare, which would step it once per process: it steps once per update.
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
-                                 num_training_steps=max_steps)
+    with settings_used_by("diffusers' learning-rate schedule", args, "lr_scheduler", "learning_rate", "lr_warmup_steps"):
+        lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                                     num_training_steps=max_steps)
     model, optimizer = accelerator.prepare(unet, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the plain module under torch.compile
@@ -321,6 +325,18 @@ def set_up(args, argv=()) -> Run:
                lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler, ema=ema, batches=batches, images=images,
                data_info=data_info, snr_weights=snr_weights, memory_format=memory_format, max_steps=max_steps,
                output_dir=output_dir, resume_path=resume_path, command=launch_command(argv))
+
+
+def make_noise_scheduler(args):
+    """The training noise schedule; the sampler of the previews and metrics is tried on it now, not after training."""
+    from diffusers import DDPMScheduler
+
+    with settings_used_by("diffusers' DDPMScheduler", args, "ddpm_num_steps", "ddpm_beta_schedule", "prediction_type"):
+        noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
+                                        prediction_type=args.prediction_type)
+    with settings_used_by(f"The sampler {args.sampler}", args, "sampler", "num_inference_steps", "ddpm_num_steps"):
+        make_scheduler(args.sampler, noise_scheduler).set_timesteps(args.num_inference_steps)
+    return noise_scheduler
 
 
 def resume(run: Run, args) -> None:
@@ -645,24 +661,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check_args(args) -> None:
-    """Fail fast, before any data is loaded, on settings that cannot work."""
-    positive = ("resolution", "train_batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps",
-                "ddpm_num_steps", "num_inference_steps", "save_images_epochs", "save_model_epochs", "logging_steps",
-                "decode_threads")
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    """Fail fast, before any data is loaded, on settings that cannot work: each number in its range (the table
+    utils.training.SETTING_BOUNDS), then the rules between options."""
+    check_settings(args)
+    check_output_dir(args.output_dir)
     check_snr_gamma(args.snr_gamma, args.prediction_type, args.snr_plus_one)
-    if args.guide_step is not None and args.guide_step < 1:
-        raise ConfigError(f"--guide_step must be at least 1, got {args.guide_step}.")
-    if not args.guidance_scale > 0:
-        raise ConfigError(f"--guidance_scale must be positive (1 = no guidance), got {args.guidance_scale}.")
+    if args.ema_min_decay > args.ema_max_decay:
+        raise ConfigError(f"--ema_min_decay {args.ema_min_decay:g} is above --ema_max_decay {args.ema_max_decay:g}: "
+                          "the smallest EMA decay cannot exceed the largest.")
+    if args.num_inference_steps > args.ddpm_num_steps:
+        raise ConfigError(f"--num_inference_steps {args.num_inference_steps} is more than the model's "
+                          f"--ddpm_num_steps {args.ddpm_num_steps} timesteps: sample in at most that many steps.")
     if args.guide_interval is not None:
         args.guide_interval = tuple(args.guide_interval)
-        if not 0 <= args.guide_interval[0] <= args.guide_interval[1]:
+        if not args.guide_interval[0] <= args.guide_interval[1]:
             raise ConfigError(f"--guide_interval LO HI needs 0 <= LO <= HI, got {args.guide_interval[0]:g} "
                               f"{args.guide_interval[1]:g}.")
     if args.guidance_scale != 1 and args.guide_step is None:
@@ -705,10 +717,8 @@ def checkpoint_to_resume(args) -> Path | None:
 
 
 def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", snr_plus_one: bool = False) -> None:
-    """Raise ConfigError unless ``snr_gamma`` is unset (no weighting) or positive, and ``snr_plus_one`` fits."""
-    if snr_gamma is not None and not snr_gamma > 0:
-        raise ConfigError(f"--snr_gamma must be positive (5 is the usual value), got {snr_gamma}; leave it out "
-                          "for the plain unweighted loss.")
+    """Raise ConfigError unless ``snr_plus_one`` fits ``snr_gamma`` (whose range check_settings checks) and the
+    prediction type."""
     if snr_plus_one and snr_gamma is None:
         raise ConfigError("--snr_plus_one changes the Min-SNR-γ weighting: add --snr_gamma (e.g. 5) as well.")
     if snr_plus_one and prediction_type != "v_prediction":
@@ -770,6 +780,13 @@ def load_images(args, output_dir: Path, verbose: bool) -> tuple[torch.Tensor, di
                       f"the decoded images in {cache.path} ({why})")
             return images[:, :info["channels"]], info
         out = cache.create(shape)
+    else:
+        try:
+            out = torch.empty(shape, dtype=torch.uint8)
+        except (RuntimeError, MemoryError) as exc:  # torch's allocator refuses what the machine cannot give
+            raise DataError(f"The decoded images need {format_bytes(int(np.prod(shape)))} of memory, more than this "
+                            f"machine can give ({why}): use --data_storage disk, or fewer or smaller images "
+                            "(--max_train_samples, --resolution, --channels 1).") from exc
     images, problems, grayscale = decode_images(load, count, args.resolution, shape[1], args.crop_to_square,
                                                 args.decode_threads, skip_unreadable=True, out=out)
     skipped = len(unreadable) + len(problems)

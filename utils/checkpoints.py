@@ -21,6 +21,16 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "training_state.json"
 
 
+def check_output_dir(output_dir: str | Path) -> None:
+    """Raise ConfigError when --output_dir, or a folder above it, is an existing file (it could not be created)."""
+    path = Path(output_dir).expanduser()
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            where = "is a file" if candidate == path else f"is inside {str(candidate)!r}, which is a file"
+            raise ConfigError(f"--output_dir {str(output_dir)!r} {where}, not a folder: choose another --output_dir "
+                              "(a new folder is created for it).")
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Finished checkpoints ``output_dir/checkpoint-<step>``, oldest first."""
     folder = Path(output_dir)

@@ -67,7 +67,8 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
     return Image.fromarray(array[..., 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
 
 
-UNREADABLE = (OSError, ValueError, SyntaxError)  # what PIL raises for truncated or corrupt image data
+# What PIL raises for truncated or corrupt image data, and for an image so large it refuses to open it
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def decode_images(load, count: int, size: int, channels: int = 3, center_crop: bool = False, threads: int = 1,
@@ -445,6 +446,9 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
         else:
             why = f"Hub から読み込めなかったため（{error_summary(error)}）"
         print(f"⚠ {why}、{name} の代わりに {description} を使います（オフライン用の代替データ）。")
+        if config_name is not None:  # the stand-in has no configurations: say so rather than ignore it silently
+            print(f"⚠ 代替データには構成がないため、構成名 {config_name!r}（スクリプトでは --dataset_config_name）は"
+                  "確かめられず、使われません。オンラインで確かめるか、指定を外してください。")
     dataset = _to_image_dataset(images, labels, f"{FALLBACK_PREFIX}: {description}")
     return _standardise_image_column(dataset, image_column, name)  # a wrong column fails as it would online
 
@@ -462,7 +466,7 @@ def find_images(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
             with Image.open(path) as image:
                 image.verify()
             good.append(path)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except (UnidentifiedImageError, *UNREADABLE):
             bad.append(path)
     if not good:
         raise DataError(f"Image folder {str(folder)!r} contains no readable images "

@@ -24,6 +24,7 @@ PLATFORM_NAMES = {
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_KAGGLE_HINT = "Kaggle では GPU に P100 ではなく T4 を選んでください"
 
 
 def detect_platform(environ=None) -> str:
@@ -62,26 +63,34 @@ def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bo
 def cuda_problem() -> str | None:
     """None when CUDA is available and works; '' when there is no GPU; otherwise why not (printed once, Japanese).
 
-    A GPU the installed build was not compiled for (a Kaggle P100 with a cu128 torch) reports
-    ``torch.cuda.is_available() == True`` and fails on its first kernel: compare the device's capability
-    with the build's architectures, then run one tiny operation.
+    ``torch.cuda.is_available() == True`` does not promise a working GPU: a GPU the installed build was not compiled
+    for (a Kaggle P100 with a cu128 torch) fails on its first kernel, and a driver that is too old, a build without
+    CUDA or a device that fails at initialisation raise from the first query. Every query runs inside this guard:
+    the device's name, capability and the build's architectures, then one tiny operation.
     """
-    if not torch.cuda.is_available():
-        return ""
-    name = torch.cuda.get_device_name(0)
-    capability = tuple(torch.cuda.get_device_capability(0))
-    arch_list = torch.cuda.get_arch_list()
-    problem = None
-    if getattr(torch.version, "hip", None) is None and arch_list and not cuda_arch_supported(capability, arch_list):
-        problem = (f"GPU（{name}、compute capability {capability[0]}.{capability[1]}）は、入っている torch "
-                   f"{torch.__version__}（対応: {' '.join(arch_list)}）では動きません")
-    else:
-        try:
-            torch.ones(1, device="cuda").add_(1).item()
-        except Exception as error:  # the first kernel launch is where an unsupported GPU fails
-            problem = f"GPU（{name}）で小さな計算が失敗しました（{error_summary(error)}）"
+    gpu, kernel = "GPU", False
+    try:
+        if not torch.cuda.is_available():
+            return ""
+        device_name = torch.cuda.get_device_name(0)
+        gpu = f"GPU（{device_name}）"
+        capability = tuple(torch.cuda.get_device_capability(0))
+        arch_list = torch.cuda.get_arch_list()
+        if getattr(torch.version, "hip", None) is None and arch_list and not cuda_arch_supported(capability, arch_list):
+            problem = (f"GPU（{device_name}、compute capability {capability[0]}.{capability[1]}）は、入っている torch "
+                       f"{torch.__version__}（対応: {' '.join(arch_list)}）では動きません。{_KAGGLE_HINT}")
+        else:
+            kernel = True
+            torch.ones(1, device="cuda").add_(1).item()  # the first kernel launch is where an unsupported GPU fails
+            problem = None
+    except Exception as error:  # noqa: BLE001 - whatever CUDA raises, the course runs on the CPU instead
+        if kernel:
+            problem = f"{gpu}で小さな計算が失敗しました（{error_summary(error)}）。{_KAGGLE_HINT}"
+        else:
+            problem = (f"{gpu}があると報告されましたが、初期化できませんでした（{error_summary(error)}）。"
+                       "NVIDIA ドライバーが古くないか、torch が CUDA 版かを確かめてください")
     if problem:
-        print(f"⚠️ {problem}。CPU（とクイックモード）で実行します。Kaggle では GPU に P100 ではなく T4 を選んでください。")
+        print(f"⚠️ {problem}。CPU（とクイックモード）で実行します。")
     return problem
 
 

@@ -9,7 +9,9 @@ import contextlib
 import copy
 import hashlib
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,95 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message says how to fix it."""
 
 
+# ---------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting may take: ``low`` <= value (< when ``low_open``), the same for ``high``;
+    ``hint`` (how to choose it) ends the error message. Infinity and NaN are never allowed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    hint: str = ""
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        """'at least 1', 'positive', 'between 0 and 1', 'at least 0 and below 1', ..."""
+        low, high = _number(self.low), _number(self.high)
+        if self.high is None:
+            if self.low_open:
+                return "positive" if self.low == 0 else f"above {low}"
+            return f"at least {low}"
+        if not (self.low_open or self.high_open):
+            return f"between {low} and {high}"
+        return f"{'above' if self.low_open else 'at least'} {low} and {'below' if self.high_open else 'at most'} {high}"
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_COUNT, _SOME = Bounds(1), Bounds(0)
+_POSITIVE, _FRACTION, _BETA = Bounds(0, low_open=True), Bounds(0, 1), Bounds(0, 1, high_open=True)
+# Every numeric option of unit1/train_unconditional.py and its range (an option left unset, None, is not checked).
+SETTING_BOUNDS = {
+    **dict.fromkeys(("resolution", "train_batch_size", "eval_batch_size", "num_epochs", "max_train_steps",
+                     "gradient_accumulation_steps", "ddpm_num_steps", "num_inference_steps", "save_images_epochs",
+                     "save_model_epochs", "logging_steps", "decode_threads", "checkpoints_total_limit",
+                     "max_train_samples", "guide_step"), _COUNT),
+    "lr_warmup_steps": Bounds(0, hint="0: no warm-up"),
+    "checkpointing_steps": Bounds(0, hint="0: no checkpoints"),
+    "eval_num_samples": Bounds(0, hint="0: no evaluation"),
+    "seed": Bounds(0, 2**32 - 1),
+    "learning_rate": Bounds(0, low_open=True, hint="1e-4 is the usual value, 2e-3 for the course's micro models"),
+    "adam_beta1": Bounds(0, 1, high_open=True, hint="usually 0.9 to 0.95"),
+    "adam_beta2": Bounds(0, 1, high_open=True, hint="usually 0.99 to 0.999"),
+    "adam_epsilon": Bounds(0, low_open=True, hint="1e-8 is the usual value"),
+    "adam_weight_decay": Bounds(0, hint="0: no weight decay"),
+    "max_grad_norm": Bounds(0, hint="0: no clipping"),
+    "ema_max_decay": Bounds(0, 1, hint="0.9999 is the usual value"),
+    "ema_min_decay": Bounds(0, 1, hint="0 is the usual value"),
+    "ema_power": Bounds(0, low_open=True, hint="0.75 for long runs, 2/3 for short ones"),
+    "ema_inv_gamma": Bounds(0, low_open=True, hint="1 is the usual value"),
+    "snr_gamma": Bounds(0, low_open=True, hint="5 is the usual value; leave it out for the plain unweighted loss"),
+    "guidance_scale": Bounds(0, low_open=True, hint="1: no guidance, 1.5 is a good start"),
+    "guide_interval": Bounds(0, hint="timesteps, from 0 to --ddpm_num_steps"),
+}
+
+
+def check_settings(settings, bounds: dict[str, Bounds] | None = None) -> None:
+    """Raise ConfigError naming the first option of ``settings`` (an argparse Namespace) outside its range in
+    ``bounds`` (default SETTING_BOUNDS); a list value (``--guide_interval LO HI``) is checked item by item."""
+    for name, allowed in (SETTING_BOUNDS if bounds is None else bounds).items():
+        value = getattr(settings, name, None)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None and not allowed.contains(item):
+                hint = f" ({allowed.hint})" if allowed.hint else ""
+                raise ConfigError(f"--{name} must be {allowed.describe()}, got {_number(item)}{hint}.")
+
+
+@contextlib.contextmanager
+def settings_used_by(library: str, settings, *names: str):
+    """Turn a ValueError that ``library`` raises inside this block into a ConfigError naming the options ``names``
+    of ``settings`` it was given, so that a setting it refuses stops the script with a message, not a traceback."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        given = ", ".join(f"--{name} {getattr(settings, name)}" for name in names)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{library} refused these settings: {given} ({reason}). Change one of these "
+                          "options.") from exc
+
+
 # ---------------------------------------------------------------- model
 def unet_config(model_size: str = "small", config_path: str | None = None) -> dict:
     """UNet2DModel keyword arguments for a named size, or loaded from a config.json file or model folder."""
@@ -57,7 +148,8 @@ def unet_config(model_size: str = "small", config_path: str | None = None) -> di
             return dict(json.loads(path.read_text()))
         return dict(UNet2DModel.load_config(config_path, subfolder="unet" if (path / "unet").is_dir() else None))
     except Exception as exc:  # noqa: BLE001 - any failure here means the path is not a usable config
-        raise ConfigError(f"Cannot read a UNet2DModel config from {config_path!r} ({exc}). Pass a config.json "
+        reason = "no such file or folder" if not path.exists() else (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"Cannot read a UNet2DModel config from {config_path!r} ({reason}). Pass a config.json "
                           "file or a folder that contains one.") from exc
 
 
