@@ -321,3 +321,21 @@ def test_the_command_line_does_not_load_torch(board, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "a.png").is_file()
+
+
+def test_the_pages_prose_quotes_the_committed_ranking():
+    """Numbers in the leaderboard page's analysis come from the committed recipes, so they cannot go stale."""
+    import re
+
+    rows, _, _ = rank_recipes([r for r in load_recipes([ROOT / "unit1" / "leaderboard"]) if "_hub" not in r])
+    prose = (ROOT / "unit1" / "leaderboard" / "README.md").read_text(encoding="utf-8").split("## 表からわかること")[1]
+    ratio, low, high = ranking.largest_seed_ratio(rows)
+    assert f"最大 {ratio:.2f} 倍違いました（mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min の {low:.3f}" in prose
+    assert f"の {high:.3f}）" in prose
+    top, second = rows[0], rows[1]
+    seeds = "・".join(f"{v:.3f}" for v in top.best.values)
+    assert f"{seeds} で、**シード平均は {top.best.mean:.3f}（下限比 3.42 倍）**" in prose
+    assert f"2 つのシードの平均は {second.best.mean:.3f}" in prose and top.rank == second.rank == 1
+    no_guide = next(v for v in top.variants if v.key[2] == 1 and v.key[1] == 100)
+    assert f"シード平均 {no_guide.mean:.2f}（シード 0 と 1）" in prose
+    assert re.search(r"表でも 2 つは同じ 3 位です", prose) and rows[2].rank == rows[3].rank == 3

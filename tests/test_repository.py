@@ -54,7 +54,7 @@ def test_leaderboard_in_the_unit_readme_is_made_from_the_committed_recipes(monke
     monkeypatch.chdir(ROOT)
     recipes = leaderboard.load_recipes([ROOT / "unit1" / "leaderboard"])
     assert len(recipes) >= 5
-    for recipe in recipes:
+    for recipe in (r for r in recipes if "_hub" not in r):  # the committed runs; Hub entries have their own checks
         folder = Path(recipe["_source"]).parent
         assert recipe["dataset"] == "mnist" and recipe["metrics"]["num_samples"] == 1000, folder.name
         assert recipe["command"].startswith("python "), folder.name
