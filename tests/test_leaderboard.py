@@ -40,12 +40,13 @@ def write_recipe(folder, **fields):
 def run(folder, seed, fid, sampler="ddpm", steps=100, digest=None, scale=1.0, command=BASE, **fields):
     """One evaluation of one training run of ``command`` with the given seed, sampler and FID."""
     flags = f" --sampler {sampler} --num_inference_steps {steps} --seed {seed} --output_dir out/{folder.name}"
-    return write_recipe(folder, dataset="mnist", seed=seed, sampler=sampler, num_inference_steps=steps,
-                        guide_step=1000 if scale != 1 else None, guidance_scale=scale, train_minutes=14.0,
-                        images_seen=147_200, device="cpu (2 threads)", num_processes=1, mixed_precision="no",
-                        model_size="micro-conv", num_parameters=636_465, command=command + flags,
-                        processes=[{"rank": 0, "weights_sha256": digest or f"{folder.name}-weights"}],
-                        metrics={"fid": fid, "fid_floor": 0.2, "coverage": 0.99, "num_samples": 1000}, **fields)
+    return write_recipe(folder, **{
+        "dataset": "mnist", "seed": seed, "sampler": sampler, "num_inference_steps": steps,
+        "guide_step": 1000 if scale != 1 else None, "guidance_scale": scale, "train_minutes": 14.0,
+        "images_seen": 147_200, "device": "cpu (2 threads)", "num_processes": 1, "mixed_precision": "no",
+        "model_size": "micro-conv", "num_parameters": 636_465, "command": command + flags,
+        "processes": [{"rank": 0, "weights_sha256": digest or f"{folder.name}-weights"}],
+        "metrics": {"fid": fid, "fid_floor": 0.2, "coverage": 0.99, "num_samples": 1000}, **fields})
 
 
 def table_rows(markdown):
@@ -339,3 +340,13 @@ def test_the_pages_prose_quotes_the_committed_ranking():
     no_guide = next(v for v in top.variants if v.key[2] == 1 and v.key[1] == 100)
     assert f"シード平均 {no_guide.mean:.2f}（シード 0 と 1）" in prose
     assert re.search(r"表でも 2 つは同じ 3 位です", prose) and rows[2].rank == rows[3].rank == 3
+
+
+def test_text_from_a_recipe_cannot_add_markup_to_the_page(tmp_path):
+    path = run(tmp_path / "sneaky", 0, 1.0, command=BASE + " --note '`</td>[x](https://evil.example)`'",
+               device="<img src=https://evil.example/p.png>", model_size="![pixel](https://evil.example/p.png)")
+    text = leaderboard_markdown(load_recipes([path]))
+    assert "!\\[pixel\\](" in text and "![pixel]" not in text  # shown as text, not as an image
+    assert "\\<img" in text and text.count("<img") == text.count("\\<img")
+    (row,) = table_rows(text)
+    assert row[-1].startswith("`python unit1/train_unconditional.py") and row[-1].count("`") == 2

@@ -28,6 +28,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from tools import hub_entries
 from tools.ranking import (
@@ -161,13 +162,34 @@ def _model(recipe: dict) -> str:
 
 
 def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text from a recipe as one table cell: no table breaks, and no markup (links, images, HTML) of its own, since
+    a recipe from the Hub is written by anyone."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    for char in "[]<>`*_":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _code(text) -> str:
+    """A recorded command as inline code: a backtick inside cannot end the code span."""
+    return "`" + str(text).replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`"
+
+
+class Markup(str):
+    """A cell made by this module (a link, an image), kept as it is."""
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(c if isinstance(c, Markup) else _cell(c) for c in cells) + " |"
 
 
 def _name_link(recipe: dict) -> str:
     """The entry's name; a Hub entry links to its model page."""
     hub = recipe.get("_hub")
-    return f"[{hub['repo_id']}]({HUB_URL}/{hub['repo_id']})" if hub else entry_name(recipe)
+    if not hub:
+        return entry_name(recipe)
+    repo = _cell(hub["repo_id"])
+    return Markup(f"[{repo}]({HUB_URL}/{quote(hub['repo_id'], safe='/')})")
 
 
 def main_idea(recipe: dict) -> str:
@@ -262,12 +284,12 @@ def leaderboard_markdown(recipes: list[dict], command: str | None = None, collec
                              "---:", "---:", "---:", "---"]) + "|"]
     for row in rows:
         recipe = row.representative
-        command_text = f"`{_cell(recipe['command'])}`" if recipe.get("command") else MISSING
+        command_text = Markup(_code(recipe["command"])) if recipe.get("command") else MISSING
         cells = [_rank(row), _name_link(recipe), _seed_mean(row), _seeds(row), _floor_ratio(row), _verification(row),
                  _number(metric_value(recipe, "coverage")), _sampler(recipe), _other_samplers(row), _model(recipe),
                  _dataset(recipe), _device(recipe), _number(recipe.get("train_minutes")),
                  _number(recipe.get("images_seen")), _number(metric_value(recipe, "num_samples"))]
-        lines.append("| " + " | ".join([*map(_cell, cells), command_text]) + " |")
+        lines.append(_row([*cells, command_text]))
     notes = ["", *reading_notes(rows, spread, dof), *verification_notes(mnist), collection_note(collection)]
     if command:
         notes.append(f"この表と図は `{command}` で作成しました。")
@@ -335,7 +357,7 @@ def summary_markdown(recipes: list[dict], top: int = 5, command: str | None = No
         recipe = row.representative
         cells = [_rank(row), _name_link(recipe), _seed_mean(row), _seeds(row), _floor_ratio(row),
                  _number(metric_value(recipe, "coverage")), _number(recipe.get("train_minutes")), main_idea(recipe)]
-        lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+        lines.append(_row(cells))
     notes = ["", "順位が同じ行は、シードによる揺れの範囲で区別できません（「≈」はすぐ上か下の行と区別できない行）。"]
     if full_table:
         notes.append(f"全レシピの表（コマンド、ほかのサンプラー、Hub での検証付き）は [{full_table}]({full_table}) に"
@@ -349,7 +371,8 @@ def summary_markdown(recipes: list[dict], top: int = 5, command: str | None = No
 def _grid(recipe: dict) -> str:
     hub = recipe.get("_hub")
     if hub and hub.get("grid"):
-        return f"![サンプル]({HUB_URL}/{hub['repo_id']}/resolve/{hub['revision']}/{hub['grid']})"
+        return Markup(f"![サンプル]({HUB_URL}/{quote(hub['repo_id'], safe='/')}/resolve/{quote(str(hub['revision']))}/"
+                      f"{quote(hub['grid'], safe='/')})")
     return MISSING
 
 
@@ -377,7 +400,7 @@ def rgb_markdown(recipes: list[dict]) -> str:
         cells = [_name_link(recipe), _grid(recipe), _dataset(recipe), _model(recipe),
                  f"{_device(recipe)}、{_number(recipe.get('train_minutes'))} 分、{_number(recipe.get('images_seen'))} 枚",
                  _reported(recipe), _rgb_verification(recipe)]
-        lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+        lines.append(_row(cells))
     return "\n".join(lines + ["", "この表は順位を付けません。データ・解像度・評価の仕方がエントリーごとに違い、FID を比べられないから"
                                   "です。RGB の FID（Inception-v3）は、torch-fidelity が使える環境でだけ測れます。"]) + "\n"
 
