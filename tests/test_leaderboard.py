@@ -350,3 +350,20 @@ def test_text_from_a_recipe_cannot_add_markup_to_the_page(tmp_path):
     assert "\\<img" in text and text.count("<img") == text.count("\\<img")
     (row,) = table_rows(text)
     assert row[-1].startswith("`python unit1/train_unconditional.py") and row[-1].count("`") == 2
+
+
+def test_rgb_verification_reads_only_a_hub_dataset_named_by_the_entry(monkeypatch):
+    from datasets import Dataset
+
+    from utils import data
+
+    for recipe in ({"dataset": "/home/me/photos"}, {"dataset": "../secrets"}, {"dataset": None},
+                   {"dataset": "huggan/smithsonian_butterflies_subset", "dataset_fallback": "OFFLINE FALLBACK"}):
+        with pytest.raises(hub_entries.EntrySkipped, match="not a Hub dataset"):
+            hub_entries._training_images(recipe, 8, 10)
+    images = [Image.new("RGB", (12, 12), (i * 10, 0, 0)) for i in range(20)]
+    asked = {}
+    monkeypatch.setattr(data, "load_image_dataset", lambda name, max_samples: asked.update(name=name, n=max_samples)
+                        or Dataset.from_dict({"image": images}))
+    reference = hub_entries._training_images({"dataset": "huggan/smithsonian_butterflies_subset"}, 8, 10)
+    assert asked == {"name": "huggan/smithsonian_butterflies_subset", "n": 20} and tuple(reference.shape) == (20, 3, 8, 8)
