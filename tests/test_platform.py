@@ -19,7 +19,10 @@ RUNTIME = {req.name.lower().replace("_", "-"): req for req in platform_matrix.ru
 def test_colab_versions_are_inside_the_ranges_so_the_setup_cell_keeps_them():
     pins = platform_matrix.read_constraints(platform_matrix.COLAB_CONSTRAINTS)
     assert {"ipywidgets", "mlxtend", "diffusers", "datasets"} <= set(pins)
+    assert {"numpy", "pyarrow", "pandas", "safetensors", "transformers"} <= set(pins)
     for name, version in pins.items():
+        if name.lower().replace("_", "-") not in RUNTIME:
+            continue  # transformers, pandas: pinned for the matrix, not requirements of the course
         requirement = RUNTIME[name.lower().replace("_", "-")]
         assert requirement.specifier.contains(version), f"Colab ships {name} {version}, outside {requirement}"
     assert Version(pins["ipywidgets"]) < Version("8"), "the constraints must keep Colab's ipywidgets 7.7"
@@ -67,3 +70,13 @@ def test_studio_lab_environment_file_installs_the_runtime_only():
         requirement = Requirement(line)
         assert requirement.specifier == RUNTIME[requirement.name.lower().replace("_", "-")].specifier, line
     assert "ipykernel" in names, "Studio Lab shows a conda environment as a kernel only with ipykernel"
+
+
+def test_each_environment_names_its_python_and_torch():
+    assert platform_matrix.torch_requirement("colab-2026-08") == "torch==2.11.0"
+    assert platform_matrix.torch_requirement("kaggle") == "torch==2.10.0"
+    assert platform_matrix.torch_requirement("kaggle", "2.13.0") == "torch==2.13.0"
+    assert platform_matrix.PLATFORMS["colab-2026-08"][0] == "3.13" and platform_matrix.PLATFORMS["kaggle"][0] == "3.12"
+    assert platform_matrix.interpreter("kaggle", {"kaggle": "/opt/py312"}) == "/opt/py312"
+    kaggle = platform_matrix.read_constraints(platform_matrix.KAGGLE_CONSTRAINTS)
+    assert kaggle["ipywidgets"] == "8.1.5"

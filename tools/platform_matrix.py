@@ -3,17 +3,17 @@
     python tools/platform_matrix.py                       # floors, colab-2026-08 and newest
     python tools/platform_matrix.py --envs floors --lock /tmp/torch.lock --output matrix.md
 
-Environments (each a fresh venv with the same local torch build, ``--torch``):
+Environments (each a fresh venv on its platform's Python with its platform's torch, see PLATFORMS):
   floors         every runtime requirement of requirements.txt at its floor (``>=X`` installed as ``==X``);
                  the tooling half at its newest releases
   colab-2026-08  requirements.txt constrained by constraints/colab-2026-08.txt (Colab's preinstalled versions)
+  kaggle         requirements.txt constrained by constraints/kaggle-2026-08.txt (Python 3.12)
   newest         requirements.txt as a fresh install resolves it today
 
 In each it runs ``python -m pytest tests -m "not slow"`` (unit tests) and ``python -m pytest unit1``
 (both notebooks through nbval), offline and in quick mode, and prints a Markdown table of the results.
-What this hides: the Python version is this machine's, and torch is the same build everywhere, so a
-platform's own torch (Colab: 2.11 + CUDA 12.8 on Python 3.13) and torch's floor (2.4) are not exercised.
-Installing needs PyPI; the test runs need no network.
+PyPI's Linux torch is a CUDA build that also runs on a CPU. pip's cache lies under the workdir, so a rerun does
+not download the wheels again. Installing needs PyPI; the test runs need no network.
 """
 
 from __future__ import annotations
@@ -34,7 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements.txt"
 SPLIT = "# --- tests and tooling"
 COLAB_CONSTRAINTS = ROOT / "constraints" / "colab-2026-08.txt"
-ENVIRONMENTS = ("floors", "colab-2026-08", "newest")
+KAGGLE_CONSTRAINTS = ROOT / "constraints" / "kaggle-2026-08.txt"
+# Each environment's Python (a version: found with `pyenv prefix`, or given with --python) and torch requirement.
+PLATFORMS = {
+    "floors": ("3.11", "torch==2.4.0"),         # the oldest Python the README promises, torch's floor
+    "colab-2026-08": ("3.13", "torch==2.11.0"),  # Colab: Python 3.13, torch 2.11.0+cu128 (PyPI's runs on a CPU)
+    "kaggle": ("3.12", "torch==2.10.0"),         # Kaggle: Colab's image of 2026-05-14, Python 3.12
+    "newest": ("3.13", "torch"),
+}
+PYENV = {"3.12": "3.12.1", "3.13": "3.13.0"}  # the pyenv versions installed on the course's build machine
+ENVIRONMENTS = tuple(PLATFORMS)
 REPORTED = ("torch", "diffusers", "datasets", "huggingface_hub", "accelerate", "ipywidgets", "numpy", "pyarrow",
             "matplotlib", "mlxtend")
 TEST_ENV = {"COURSE_QUICK": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
@@ -88,9 +97,30 @@ def install_arguments(name: str, workdir: Path) -> list[str]:
         return ["-r", str(pinned)]
     if name == "colab-2026-08":
         return ["-r", str(REQUIREMENTS), "-c", str(COLAB_CONSTRAINTS)]
+    if name == "kaggle":
+        return ["-r", str(REQUIREMENTS), "-c", str(KAGGLE_CONSTRAINTS)]
     if name == "newest":
         return ["-r", str(REQUIREMENTS)]
     raise ValueError(f"unknown environment {name!r}: choose from {', '.join(ENVIRONMENTS)}")
+
+
+def interpreter(name: str, given: dict[str, str], current: str = sys.executable) -> str:
+    """The Python for an environment: --python NAME=PATH, else pyenv's install of its version, else this one."""
+    if name in given:
+        return given[name]
+    version = PLATFORMS[name][0]
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return current
+    found = subprocess.run(["pyenv", "prefix", PYENV.get(version, version)], capture_output=True, text=True) \
+        if shutil.which("pyenv") else None
+    if found is None or found.returncode != 0:
+        raise SystemExit(f"{name} needs Python {version}: give --python {name}=/path/to/python{version}")
+    return str(Path(found.stdout.strip()) / "bin" / "python")
+
+
+def torch_requirement(name: str, given: str | None = None) -> str:
+    """``--torch VERSION`` for every environment, else each platform's own torch."""
+    return f"torch=={given}" if given else PLATFORMS[name][1]
 
 
 def _run(command, log: Path, env=None, lock: str | None = None) -> tuple[int, str, float]:
@@ -112,21 +142,22 @@ def pytest_summary(output: str) -> str:
     return "no pytest summary (see the log)"
 
 
-def build_and_test(name: str, workdir: Path, torch_version: str, lock: str | None, phase: str = "all",
-                   torch_index: str | None = None) -> dict:
+def build_and_test(name: str, workdir: Path, torch: str, lock: str | None, phase: str = "all",
+                   torch_index: str | None = None, base_python: str = sys.executable) -> dict:
     venv = workdir / name
     python = str(venv / "bin" / "python")
     result = {"environment": name}
+    os.environ.setdefault("PIP_CACHE_DIR", str(workdir / "pip-cache"))  # reruns take the wheels from here
     if phase in ("all", "install"):
         if venv.exists():
             shutil.rmtree(venv)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([base_python, "-m", "venv", str(venv)], check=True)
         start = time.perf_counter()
         code, output, _ = (0, "", 0) if torch_index is None else _run(
-            [python, "-m", "pip", "install", "--no-input", "-q", f"torch=={torch_version}", "--index-url", torch_index],
+            [python, "-m", "pip", "install", "--no-input", "-q", torch, "--index-url", torch_index],
             workdir / f"{name}-install-torch.log")
         if code == 0:
-            code, output, _ = _run([python, "-m", "pip", "install", "--no-input", "-q", f"torch=={torch_version}",
+            code, output, _ = _run([python, "-m", "pip", "install", "--no-input", "-q", torch,
                                     *install_arguments(name, workdir)], workdir / f"{name}-install.log")
         seconds = time.perf_counter() - start
         result["install_seconds"] = round(seconds)
@@ -170,7 +201,9 @@ def main(argv=None) -> int:
     parser.add_argument("--envs", nargs="+", default=list(ENVIRONMENTS), choices=ENVIRONMENTS)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/platform-matrix"),
                         help="where the venvs and logs go (each venv is rebuilt from scratch)")
-    parser.add_argument("--torch", default="2.13.0", help="the torch version to install in every environment")
+    parser.add_argument("--torch", help="one torch version for every environment (default: each platform's own)")
+    parser.add_argument("--python", action="append", default=[], metavar="ENV=PATH",
+                        help="the interpreter of an environment (default: its Python version from pyenv)")
     parser.add_argument("--torch-index", help="install torch from this index first, e.g. "
                         "https://download.pytorch.org/whl/cpu (PyPI's Linux torch is the multi-GB CUDA build)")
     parser.add_argument("--lock", help="run the test commands under `flock LOCK` (a shared machine)")
@@ -179,10 +212,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, help="also write the Markdown table and a JSON file beside it")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    pythons = dict(item.split("=", 1) for item in args.python)
     results = []
     for name in args.envs:
         print(f"== {name}", flush=True)
-        results.append(build_and_test(name, args.workdir, args.torch, args.lock, args.phase, args.torch_index))
+        results.append(build_and_test(name, args.workdir, torch_requirement(name, args.torch), args.lock,
+                                      args.phase, args.torch_index, interpreter(name, pythons)))
         print(json.dumps(results[-1], ensure_ascii=False), flush=True)
     table = markdown_table(results)
     print(table)
