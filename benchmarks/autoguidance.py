@@ -13,10 +13,11 @@ as --guide_step / --guidance_scale.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
+
+from utils.recipe import command_line
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,25 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_guide_checkpoint(unet, checkpoint: Path):
-    """A copy of ``unet`` with the weights of ``checkpoint`` (EMA when the run kept one)."""
-    from safetensors.torch import load_file
-
-    from utils.training import copy_unet
-
-    weights = checkpoint / "ema.safetensors"
-    if not weights.is_file():
-        weights = checkpoint / "model.safetensors"
-    if not weights.is_file():
-        raise SystemExit(f"error: {checkpoint} holds neither ema.safetensors nor model.safetensors.")
-    return copy_unet(unet, load_file(str(weights)))
-
-
 def run(args: argparse.Namespace) -> list[dict]:
     from diffusers import DDPMPipeline
 
-    from utils.checkpoints import list_checkpoints
+    from utils.checkpoints import checkpoint_weights, list_checkpoints, make_guide
     from utils.metrics import evaluate_pipeline
+    from utils.training import ConfigError
 
     if not (args.run_dir / "model_index.json").is_file():
         raise SystemExit(f"error: {args.run_dir} is not a saved pipeline (no model_index.json): pass the "
@@ -66,8 +54,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     pipeline = DDPMPipeline.from_pretrained(args.run_dir).to("cpu")
     if pipeline.unet.config.in_channels != 1:
         raise SystemExit("error: only 1-channel digit models have an offline metric to choose a guide with.")
-    guides = {None: None, **{step: load_guide_checkpoint(pipeline.unet, args.run_dir / f"checkpoint-{step}")
-                             for step in args.guide_steps}}  # each read once, not once per scale
+    try:  # each checkpoint's EMA weights (raw weights without EMA) as the guide, read once, not once per scale
+        guides = {None: None}
+        for step in args.guide_steps:
+            guides[step] = make_guide(pipeline.unet, checkpoint_weights(args.run_dir / f"checkpoint-{step}"))
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
     settings = [(None, 1.0)] + [(step, scale) for step in args.guide_steps for scale in args.scales]
     rows = []
     for step, scale in settings:
@@ -101,8 +93,7 @@ def main(argv=None) -> int:
     if args.num_samples < 10 or args.batch_size < 1 or min(args.scales) <= 0 or min(args.guide_steps) < 1:
         raise SystemExit("error: --num_samples must be at least 10, --batch_size and --guide_steps at least 1, "
                          "--scales positive.")
-    command = " ".join(["python benchmarks/autoguidance.py",
-                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks/autoguidance.py", argv=argv)
     rows = run(args)
     output_dir = args.output_dir or args.run_dir
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import torch.nn.functional as F
 from utils import images_to_tensor, is_fallback, load_image_dataset, make_grid, upscale
 from utils.environment import describe_device, library_versions
 from utils.metrics import digit_metrics
-from utils.recipe import write_recipe
+from utils.recipe import command_line, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/naive_baseline.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks/naive_baseline.py", argv=argv)
     lesson = notebook_definitions()
     torch.manual_seed(args.seed)  # the notebook's corrupt draws its noise from torch's global generator
     generator = torch.Generator().manual_seed(args.seed)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from utils.metrics import MetricUnavailable, digit_metrics, inception_metrics
+from utils.recipe import command_line
 from utils.sampling import (
     GUIDE_FOLDER,
     SAMPLERS,
@@ -248,7 +249,7 @@ def main(argv=None) -> int:
         raise SystemExit("error: give PIPELINE_DIR, the folder of a saved pipeline (or --replot to redraw a run).")
     if args.num_samples < 10 or args.batch_size < 1 or min(args.steps) < 1:
         raise SystemExit("error: --num_samples must be at least 10, --batch_size and --steps at least 1.")
-    command = " ".join(["python benchmarks/samplers.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks/samplers.py", argv=argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
 
     def write(rows: list[dict]) -> None:  # after every setting, so an interrupted run keeps what it measured

@@ -306,7 +306,9 @@ def test_images_on_disk_train_exactly_like_images_in_memory(data, tmp_path, caps
     common = ["--max_train_steps", "3", "--random_flip", "--channels", "1"]
     assert run(data, tmp_path / "memory", *common, "--data_storage", "memory") == 0
     assert "kept in memory (--data_storage memory)" in capsys.readouterr().out
-    monkeypatch.setattr(script, "memory_available", lambda: 999)  # auto: 10 images at 8 px do not "fit" in 999 B
+    from utils import data as data_module
+
+    monkeypatch.setattr(data_module, "memory_available", lambda: 999)  # auto: 10 images at 8 px do not "fit" in 999 B
     assert run(data, tmp_path / "disk", *common) == 0
     out = capsys.readouterr().out
     assert "kept in an on-disk cache" in out and "640 B would take more than half of the 999 B of memory available" in out
@@ -370,7 +372,7 @@ def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypat
         calls.append(dict(pipeline=pipeline, num_samples=num_samples, batch_size=batch_size, sampler=sampler,
                           num_inference_steps=num_inference_steps, seed=seed, reference=reference, guide=guide,
                           guidance_scale=guidance_scale, guide_interval=guide_interval))
-        return {"fake_score": 1.25}
+        return {"fid": 1.25}  # a score the card reports in model-index
 
     monkeypatch.setattr(metrics, "evaluate_pipeline", fake_evaluate_pipeline)
     monkeypatch.setattr(metrics, "MIN_SAMPLES", 5)
@@ -383,9 +385,9 @@ def test_metrics_are_recorded_in_recipe_and_model_card(data, tmp_path, monkeypat
         6, 2, "euler", 2, 3)
     reference = call["reference"]  # RGB models are compared with the real training images
     assert reference.shape == (NUM_GOOD_IMAGES, 3, 8, 8) and reference.min() >= -1 and reference.max() <= 1
-    assert recipe(out)["metrics"] == {"fake_score": 1.25}
+    assert recipe(out)["metrics"] == {"fid": 1.25}
     card = (out / "README.md").read_text()
-    assert "fake_score" in card and "model-index" in card
+    assert "model-index" in card and "value: 1.25" in card
     assert call["guide"] is None and call["guidance_scale"] == 1.0
 
     guided = tmp_path / "guided"  # with autoguidance, the metrics sample with the guide of --guide_step

@@ -28,6 +28,7 @@ from utils.training import (
     build_unet,
     check_resolution,
     check_settings,
+    check_snr_gamma,
     copy_unet,
     make_optimizer,
     memory_format_for,
@@ -117,7 +118,7 @@ def test_min_snr_plus_one_keeps_the_v_loss_at_noisy_timesteps_and_clips_clean_on
 ])
 def test_min_snr_plus_one_needs_v_prediction_and_a_gamma(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        script.check_snr_gamma(snr_plus_one=True, **kwargs)
+        check_snr_gamma(snr_plus_one=True, **kwargs)
 
 
 def test_min_snr_epsilon_weights_stay_finite_at_zero_snr():
@@ -128,7 +129,7 @@ def test_min_snr_epsilon_weights_stay_finite_at_zero_snr():
 
 def test_a_non_positive_snr_gamma_is_refused():
     with pytest.raises(ConfigError, match="--snr_gamma must be positive, got 0 \\(5 is the usual value"):
-        check_settings(SimpleNamespace(snr_gamma=0.0))
+        check_settings(script.parse_args(["--snr_gamma", "0"]))
 
 
 @pytest.mark.parametrize("bounds, inside, outside, words", [
@@ -145,8 +146,8 @@ def test_bounds_say_what_they_allow(bounds, inside, outside, words):
 
 
 def test_check_settings_names_the_option_its_range_and_the_usual_value():
-    good = SimpleNamespace(learning_rate=1e-4, adam_beta2=0.999, max_train_steps=None, guide_interval=(0.0, 500.0))
-    check_settings(good)  # an unset (None) option and options the table does not know are not checked
+    good = script.parse_args(["--guide_interval", "0", "500"])
+    check_settings(good)  # the defaults pass; an unset (None) option such as --max_train_steps is not checked
     for name, value, message in [
         ("learning_rate", -1.0, "--learning_rate must be positive, got -1 (1e-4 is the usual value"),
         ("adam_beta2", 1.5, "--adam_beta2 must be at least 0 and below 1, got 1.5 (usually 0.99 to 0.999)."),
@@ -351,3 +352,37 @@ def test_training_clock_leaves_out_the_paused_time(monkeypatch):
         now[0] += 30  # a checkpoint
     now[0] += 1
     assert clock.seconds() == 8.0
+
+
+def test_command_line_is_written_one_way_with_the_launcher():
+    from utils.recipe import command_line
+
+    argv = ["--output_dir", "出力 フォルダ"]  # a path with a space is quoted
+    assert command_line("unit1/train_unconditional.py", argv=argv, environ={}) == \
+        "python unit1/train_unconditional.py --output_dir '出力 フォルダ'"
+    assert command_line("-m", "tools.leaderboard", argv=[], environ={}) == "python -m tools.leaderboard"
+    assert command_line("train.py", argv=["--cpu"], environ={"WORLD_SIZE": "2"}) == \
+        "torchrun --nproc_per_node 2 train.py --cpu"
+    assert command_line("train.py", argv=[], environ={"WORLD_SIZE": "4", "ACCELERATE_MIXED_PRECISION": "no"}) == \
+        "accelerate launch --num_processes 4 train.py"
+
+
+def test_a_guide_is_made_one_way_from_the_weights_now_or_from_a_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    from utils.checkpoints import checkpoint_weights, guide_code, make_guide
+
+    unet = build_unet(unet_config("micro"), 28, 1)
+    guide = make_guide(unet)
+    assert guide is not unet and not guide.training and weights_digest(guide) == weights_digest(unet)
+    later = {k: v + 1 for k, v in unet.state_dict().items()}
+    (tmp_path / "checkpoint-2").mkdir()
+    save_file(later, str(tmp_path / "checkpoint-2" / "model.safetensors"))
+    assert checkpoint_weights(tmp_path / "checkpoint-2").name == "model.safetensors"
+    save_file(later, str(tmp_path / "checkpoint-2" / "ema.safetensors"))
+    assert checkpoint_weights(tmp_path / "checkpoint-2").name == "ema.safetensors"  # the EMA when the run kept one
+    from_checkpoint = make_guide(unet, checkpoint_weights(tmp_path / "checkpoint-2"))
+    assert all(torch.equal(v, later[k]) for k, v in from_checkpoint.state_dict().items())
+    with pytest.raises(ConfigError, match="neither ema.safetensors nor model.safetensors"):
+        checkpoint_weights(tmp_path)
+    assert guide_code("me/model") == "UNet2DModel.from_pretrained('me/model', subfolder=\"guide_unet\")"

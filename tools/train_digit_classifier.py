@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from torch import nn
 
 from utils.data import images_to_tensor, real_mnist_digits
 from utils.environment import seed_everything
-from utils.metrics import DIGIT_SIZE, DIGIT_TRAIN_COMMAND, DIGIT_WEIGHTS, DigitClassifier
+from utils.metrics import DIGIT_SIZE, DIGIT_WEIGHTS, DigitClassifier
+from utils.recipe import command_line
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    command = " ".join([DIGIT_TRAIN_COMMAND, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    command = command_line("-m", "tools.train_digit_classifier", argv=argv)  # starts with DIGIT_TRAIN_COMMAND
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, args.output, metadata={"command": command, "test_accuracy": f"{test_accuracy:.4f}",
                                             "torch": torch.__version__})

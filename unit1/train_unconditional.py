@@ -19,65 +19,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shlex
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 if __package__ in (None, ""):  # run as a script: make the course's utils importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils import metrics
-from utils.checkpoints import (
-    check_output_dir,
-    list_checkpoints,
-    read_training_state,
-    remove_unfinished,
-    resolve_checkpoint,
-    save_checkpoint,
-    save_pipeline_atomically,
-)
-from utils.data import (
-    BUTTERFLIES,
-    DataError,
-    ImageCache,
-    decode_images,
-    find_images,
-    format_bytes,
-    is_fallback,
-    load_image_dataset,
-    memory_available,
-)
+from utils import checkpoints, metrics, training
+from utils.data import DataError, load_training_images
 from utils.environment import cuda_usable, describe_device, is_online, library_versions
 from utils.hub import is_logged_in, push_folder, write_model_card
-from utils.recipe import write_recipe
+from utils.recipe import command_line, write_recipe
 from utils.sampling import FAST_SAMPLER, SAMPLERS, generate, make_scheduler, network_evaluations
-from utils.training import (
-    EMA,
-    MODEL_SIZES,
-    PREDICTION_TYPES,
-    ConfigError,
-    ShardedBatches,
-    TrainingClock,
-    build_unet,
-    check_resolution,
-    check_settings,
-    copy_unet,
-    count_parameters,
-    make_optimizer,
-    memory_format_for,
-    seed_for,
-    settings_used_by,
-    unet_config,
-    weights_digest,
-)
+from utils.training import EMA, ConfigError, ShardedBatches, TrainingClock, seed_for, settings_used_by
 from utils.viz import make_grid
 
 
@@ -87,7 +46,6 @@ class UploadError(RuntimeError):
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-GUIDE_FILE = "guide.safetensors"  # a checkpoint's copy of the autoguidance guide, once --guide_step has passed
 
 
 # ---------------------------------------------------------------- the training step
@@ -242,7 +200,7 @@ def training_loop(run: Run, args, num_steps: int | None = None) -> None:
             ema.update(run.unwrapped)
         run.step += 1
         if run.step == args.guide_step:  # autoguidance: this earlier, weaker model becomes the guide
-            run.guide = published_unet(run)
+            run.guide = checkpoints.make_guide(run.ema.model if run.ema is not None else run.unwrapped)
         progress.update()
         if run.step % args.logging_steps == 0 or run.step == run.max_steps:
             log_loss(run, loss_sum / loss_count, progress)
@@ -261,11 +219,11 @@ def set_up(args, argv=()) -> Run:
     from diffusers.optimization import get_scheduler
 
     check_args(args)
-    config = unet_config(args.model_size, args.model_config_name_or_path)
-    check_resolution(args.resolution, config)
+    config = training.unet_config(args.model_size, args.model_config_name_or_path)
+    training.check_resolution(args.resolution, config)
     noise_scheduler = make_noise_scheduler(args)
     output_dir = Path(args.output_dir)
-    resume_path = checkpoint_to_resume(args)
+    resume_path = checkpoints.checkpoint_to_resume(output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         dynamo_backend="inductor" if args.torch_compile else "no",  # torch.compile inside prepare()
@@ -274,16 +232,17 @@ def set_up(args, argv=()) -> Run:
         project_config=ProjectConfiguration(project_dir=str(output_dir),
                                             logging_dir=str(output_dir / args.logging_dir)))
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        remove_unfinished(output_dir)
-        if resume_path is None and args.overwrite_output_dir:
-            for old in list_checkpoints(output_dir):
-                shutil.rmtree(old)
+        checkpoints.prepare_output_dir(output_dir, resume_path, args.overwrite_output_dir)
     accelerator.wait_for_everyone()
 
     # Data: decoded once, then every process reads its own shard straight from memory.
     with accelerator.main_process_first():  # one process downloads, the others read its cache
-        images, data_info = load_images(args, output_dir, verbose=accelerator.is_local_main_process)
+        images, data_info = load_training_images(
+            resolution=args.resolution, dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
+            config_name=args.dataset_config_name, image_column=args.image_column, max_samples=args.max_train_samples,
+            channels=args.channels, crop_to_square=args.crop_to_square, storage=args.data_storage,
+            decode_threads=args.decode_threads, cache_folder=output_dir / ".image-cache",
+            verbose=accelerator.is_local_main_process)
     batches = ShardedBatches(images, args.train_batch_size, seed=args.seed, rank=accelerator.process_index,
                              world_size=accelerator.num_processes)
     accumulation = args.gradient_accumulation_steps
@@ -297,18 +256,19 @@ def set_up(args, argv=()) -> Run:
 
     # Model, noise schedule, loss weights, EMA, optimizer and learning-rate schedule.
     set_seed(args.seed)
-    unet = build_unet(config, args.resolution, data_info["channels"])
-    memory_format = memory_format_for(accelerator.device, args.channels_last)
+    unet = training.build_unet(config, args.resolution, data_info["channels"])
+    memory_format = training.memory_format_for(accelerator.device, args.channels_last)
     unet = unet.to(accelerator.device, memory_format=memory_format)
     snr_weights = None if args.snr_gamma is None else min_snr_weights(
         noise_scheduler.alphas_cumprod, args.prediction_type, args.snr_gamma, args.snr_plus_one).to(accelerator.device)
     ema = EMA(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power, args.ema_min_decay) if args.use_ema else None
     with settings_used_by("torch.optim.AdamW", args, "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon",
                           "adam_weight_decay"):
-        optimizer = make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
-                                   args.adam_weight_decay, args.adam_epsilon, accelerator.device)
+        optimizer = training.make_optimizer(unet.parameters(), args.learning_rate, (args.adam_beta1, args.adam_beta2),
+                                            args.adam_weight_decay, args.adam_epsilon, accelerator.device)
     # Not passed to accelerator.prepare, which would step it once per process: it steps once per update.
-    with settings_used_by("diffusers' learning-rate schedule", args, "lr_scheduler", "learning_rate", "lr_warmup_steps"):
+    with settings_used_by("diffusers' learning-rate schedule", args, "lr_scheduler", "learning_rate",
+                          "lr_warmup_steps"):
         lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
                                      num_training_steps=max_steps)
     model, optimizer = accelerator.prepare(unet, optimizer)
@@ -318,13 +278,14 @@ def set_up(args, argv=()) -> Run:
     if accelerator.is_main_process:
         settings = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in recorded_args(args).items()}
         accelerator.init_trackers("train_unconditional", config=settings)
-        print(f"{count_parameters(unet) / 1e6:.2f} M parameters | {accelerator.num_processes} process(es) on "
+        print(f"{training.count_parameters(unet) / 1e6:.2f} M parameters | {accelerator.num_processes} process(es) on "
               f"{accelerator.device} | {len(batches)} batch(es) of {args.train_batch_size} per process and epoch | "
               f"{max_steps} optimizer steps")
     return Run(accelerator=accelerator, model=model, unwrapped=unwrapped, optimizer=optimizer,
                lr_scheduler=lr_scheduler, noise_scheduler=noise_scheduler, ema=ema, batches=batches, images=images,
                data_info=data_info, snr_weights=snr_weights, memory_format=memory_format, max_steps=max_steps,
-               output_dir=output_dir, resume_path=resume_path, command=launch_command(argv))
+               output_dir=output_dir, resume_path=resume_path,
+               command=command_line(os.path.relpath(__file__), argv=argv))
 
 
 def make_noise_scheduler(args):
@@ -348,12 +309,12 @@ def resume(run: Run, args) -> None:
         return
     path = run.resume_path
     run.accelerator.load_state(str(path))
-    saved = read_training_state(path)
+    saved = checkpoints.read_training_state(path)
     run.lr_scheduler.load_state_dict(saved["lr_scheduler"])
     if run.ema is not None:
         run.ema.load(path / "ema.safetensors")
-    if (path / GUIDE_FILE).exists():
-        run.guide = copy_unet(run.unwrapped, load_file(str(path / GUIDE_FILE), device=str(run.accelerator.device)))
+    if (path / checkpoints.GUIDE_FILE).exists():
+        run.guide = checkpoints.make_guide(run.unwrapped, path / checkpoints.GUIDE_FILE)
     elif args.guide_step is not None and args.guide_step <= saved["step"]:
         raise ConfigError(f"{path} comes after --guide_step {args.guide_step} but holds no guide: resume from an "
                           "earlier checkpoint or start a new run.")
@@ -371,11 +332,11 @@ def resume(run: Run, args) -> None:
 def finish(run: Run, args) -> dict:
     """Check the replicas, then save the pipeline, the final samples, recipe.json and the card; evaluate; upload."""
     accelerator, output_dir = run.accelerator, run.output_dir
-    processes = check_replicas(run)
+    processes = training.check_replicas(accelerator, run.unwrapped, run.first_batch)
     recipe, upload_failed = {}, False
     if accelerator.is_main_process:
         pipeline = published_pipeline(run)
-        save_pipeline_atomically(pipeline, output_dir, run.guide)
+        checkpoints.save_pipeline_atomically(pipeline, output_dir, run.guide)
         save_preview(pipeline.unet, run, args, output_dir / "samples" / "final.png", run.guide)
         recipe = build_recipe(run, args, pipeline.unet, processes)
         repo_id = args.hub_model_id or output_dir.resolve().name
@@ -390,9 +351,7 @@ def finish(run: Run, args) -> dict:
                                         ignore_patterns=["checkpoint-*", ".*", f"{args.logging_dir}/*"]) is None
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # Left to the garbage collector, a gloo process group can hang at exit once the other process is gone.
-        torch.distributed.destroy_process_group()
+    training.end_process_group()
     if upload_failed:
         raise UploadError(f"--push_to_hub: the upload failed (see above). The trained pipeline is saved in "
                           f"{output_dir}; upload it later with: hf upload {args.hub_model_id or output_dir.resolve().name} "
@@ -403,7 +362,7 @@ def finish(run: Run, args) -> dict:
 # ---------------------------------------------------------------- bookkeeping of the loop
 def published_unet(run: Run):
     """A fresh float32 copy of the weights to publish: the EMA weights when --use_ema is on."""
-    return copy_unet(run.ema.model if run.ema is not None else run.unwrapped)
+    return training.copy_unet(run.ema.model if run.ema is not None else run.unwrapped)
 
 
 def published_pipeline(run: Run):
@@ -434,7 +393,7 @@ def save_along_the_way(run: Run, args) -> None:
             save_preview(run.ema.model if run.ema is not None else run.unwrapped, run, args,
                          run.output_dir / "samples" / f"epoch_{epochs_done:04d}.png")
         if main_process and epochs_done % args.save_model_epochs == 0:
-            save_pipeline_atomically(published_pipeline(run), run.output_dir, run.guide)
+            checkpoints.save_pipeline_atomically(published_pipeline(run), run.output_dir, run.guide)
         run.accelerator.wait_for_everyone()
 
 
@@ -452,9 +411,10 @@ def save_checkpoint_of(run: Run, args) -> None:
         if run.ema is not None:
             run.ema.save(folder / "ema.safetensors")
         if run.guide is not None:
-            save_file(run.guide.state_dict(), str(folder / GUIDE_FILE))
+            save_file(run.guide.state_dict(), str(folder / checkpoints.GUIDE_FILE))
 
-    save_checkpoint(run.accelerator, run.output_dir, run.step, record, write_extras, args.checkpoints_total_limit)
+    checkpoints.save_checkpoint(run.accelerator, run.output_dir, run.step, record, write_extras,
+                                args.checkpoints_total_limit)
 
 
 def save_preview(unet, run: Run, args, path: Path, guide=None) -> None:
@@ -470,22 +430,7 @@ def save_preview(unet, run: Run, args, path: Path, guide=None) -> None:
     grid = make_grid(images)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
-    for tracker in run.accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, run.step, dataformats="NHWC")
-        elif tracker.name == "wandb":
-            tracker.log_images({"samples": [grid]}, run.step)
-
-
-def check_replicas(run: Run) -> list[dict]:
-    """Every process reports its first batch and a digest of its weights; the replicas must have ended identical."""
-    from accelerate.utils import gather_object
-
-    processes = gather_object([{"rank": run.accelerator.process_index, "first_batch": run.first_batch,
-                                "weights_sha256": weights_digest(run.unwrapped)}])
-    if len({p["weights_sha256"] for p in processes}) != 1:
-        raise RuntimeError("The processes ended with different weights: distributed training is broken.")
-    return processes
+    training.log_images(run.accelerator, grid, run.step)
 
 
 def recorded_args(args) -> dict:
@@ -502,7 +447,7 @@ def build_recipe(run: Run, args, unet, processes: list[dict]) -> dict:
         "image_storage": info["storage"],
         "channels": info["channels"], "model_size": "custom" if args.model_config_name_or_path else args.model_size,
         "model_config": {k: v for k, v in unet.config.items() if not k.startswith("_")},
-        "num_parameters": count_parameters(unet),
+        "num_parameters": training.count_parameters(unet),
         "effective_batch_size": args.train_batch_size * args.gradient_accumulation_steps * world,
         "device": describe_device(run.accelerator.device), "num_processes": world,
         "train_minutes": round(run.train_seconds / 60, 3), "images_seen": run.images_seen,
@@ -535,89 +480,13 @@ def evaluate(pipeline, images: torch.Tensor, args, guide=None) -> dict[str, floa
     return metrics.evaluate_pipeline(pipeline, **kwargs)
 
 
-def launch_command(argv) -> str:
-    """The command line that started this run, with the launcher when there are several processes."""
-    command = shlex.join([os.path.relpath(__file__), *argv])
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        launcher = ("accelerate launch --num_processes" if any(k.startswith("ACCELERATE_") for k in os.environ)
-                    else "torchrun --nproc_per_node")
-        return f"{launcher} {world} {command}"
-    return f"python {command}"
-
-
 # ---------------------------------------------------------------- arguments
 def parse_args(argv=None) -> argparse.Namespace:
+    """The options, in four groups: data and model, training (add_training_options), output and the Hub."""
     p = argparse.ArgumentParser(description="Train an unconditional DDPM image model with 🤗 Accelerate.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data = p.add_argument_group("data (default: the course's butterfly dataset, with an offline fallback)")
-    data.add_argument("--dataset_name", help="Hub dataset name, e.g. 'mnist' or 'huggan/smithsonian_butterflies_subset' "
-                      "(both also work offline through a labelled fallback).")
-    data.add_argument("--dataset_config_name", help="Configuration of the Hub dataset, if it has several.")
-    data.add_argument("--train_data_dir", help="A folder of your own images (any size or mode; unreadable files are "
-                      "skipped and counted). Use instead of --dataset_name.")
-    data.add_argument("--image_column", help="Column with the images (default: the first image column).")
-    data.add_argument("--max_train_samples", type=int, help="Use only the first N images (quick experiments).")
-    data.add_argument("--resolution", type=int, default=64, help="Images are resized to resolution x resolution.")
-    data.add_argument("--channels", type=int, choices=(1, 3), help="1 for grayscale, 3 for RGB; default: 1 when "
-                      "every image is grayscale, else 3.")
-    data.add_argument("--crop_to_square", action="store_true", help="Crop a centred square before resizing "
-                      "(default: squash the whole image to a square). Not the Diffusers example's --center_crop, "
-                      "whose default is a random crop: here images are decoded once, before training.")
-    data.add_argument("--random_flip", action="store_true", help="Mirror training images horizontally at random.")
-    data.add_argument("--data_storage", default="auto", choices=("auto", "memory", "disk"), help="Where the decoded "
-                      "images live: in memory, or in an on-disk cache under output_dir (memory-mapped, reused when "
-                      "the run resumes). auto: on disk when they would take more than half of the free memory.")
-    data.add_argument("--decode_threads", type=int, default=1, help="Threads that decode and resize the images "
-                      "once before training (batches then come straight from memory, with no DataLoader workers).")
-
-    model = p.add_argument_group("model and noise schedule")
-    model.add_argument("--model_size", default="small", choices=tuple(MODEL_SIZES), help="Named UNet2DModel size: "
-                       "micro (~0.7 M parameters, 28 px digits on a CPU), micro-conv (micro with attention only in the middle "
-                       "block, ~0.64 M, about 15 percent faster), tiny (~1.1 M, CPU), small (the course's "
-                       "18.5 M model), base (the Diffusers example's model, resolution must be a multiple of 32).")
-    model.add_argument("--model_config_name_or_path", help="A UNet2DModel config.json (or a folder with one) to use "
-                       "instead of --model_size; sample_size and channels are set from the data.")
-    model.add_argument("--prediction_type", default="epsilon", choices=PREDICTION_TYPES,
-                       help="What the model learns to predict: the noise, the clean image, or v.")
-    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="Number of diffusion timesteps.")
-    model.add_argument("--ddpm_beta_schedule", default="linear", choices=BETA_SCHEDULES, help="Noise schedule.")
-
-    train = p.add_argument_group("training")
-    train.add_argument("--train_batch_size", type=int, default=16, help="Batch size per process.")
-    train.add_argument("--num_epochs", type=int, default=100)
-    train.add_argument("--max_train_steps", type=int, help="Total optimizer steps; overrides --num_epochs.")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                       help="Micro-batches whose gradients are summed before each optimizer step.")
-    train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate (after warm-up).")
-    train.add_argument("--lr_scheduler", default="cosine", choices=LR_SCHEDULERS)
-    train.add_argument("--lr_warmup_steps", type=int, default=500, help="Optimizer steps of linear warm-up.")
-    train.add_argument("--snr_gamma", type=float, help="Min-SNR-γ loss weighting (Hang et al., 2023); 5 is the "
-                       "usual value. Unset: the plain mean squared error.")
-    train.add_argument("--snr_plus_one", action="store_true", help="With --snr_gamma and v-prediction: weight "
-                       "min(SNR+1, γ)/(SNR+1), which keeps the full v-loss at the noisiest timesteps (where the "
-                       "model decides what to draw) instead of the paper's min(SNR, γ)/(SNR+1).")
-    train.add_argument("--adam_beta1", type=float, default=0.95)
-    train.add_argument("--adam_beta2", type=float, default=0.999)
-    train.add_argument("--adam_weight_decay", type=float, default=1e-6)
-    train.add_argument("--adam_epsilon", type=float, default=1e-8)
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm (0 turns it off).")
-    train.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights "
-                       "and save it as the final model.")
-    train.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse gamma.")
-    train.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up: power.")
-    train.add_argument("--ema_max_decay", type=float, default=0.9999, help="Largest EMA decay.")
-    train.add_argument("--ema_min_decay", type=float, default=0.0, help="Smallest EMA decay.")
-    train.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"),
-                       help="fp16 needs a CUDA GPU; bf16 works on recent GPUs and CPUs.")
-    train.add_argument("--seed", type=int, default=0, help="Seed for the model, data order and noise: the same "
-                       "seed gives the same run, also when it is interrupted and resumed.")
-    train.add_argument("--cpu", action="store_true", help="Train on the CPU even if a GPU is available.")
-    train.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
-                       help="Channels-last memory layout for the convolutions (default: on for CUDA GPUs only).")
-    train.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile "
-                       "(slow start, faster steps on long GPU runs).")
-
+    add_data_and_model_options(p)
+    add_training_options(p)
     out = p.add_argument_group("output, samples and checkpoints")
     out.add_argument("--output_dir", default="ddpm-model-64", help="Where the pipeline, samples/, checkpoints, "
                      "logs and recipe.json go.")
@@ -660,26 +529,85 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def add_data_and_model_options(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data (default: the course's butterfly dataset, with an offline fallback)")
+    data.add_argument("--dataset_name", help="Hub dataset name, e.g. 'mnist' or 'huggan/smithsonian_butterflies_subset' "
+                      "(both also work offline through a labelled fallback).")
+    data.add_argument("--dataset_config_name", help="Configuration of the Hub dataset, if it has several.")
+    data.add_argument("--train_data_dir", help="A folder of your own images (any size or mode; unreadable files are "
+                      "skipped and counted). Use instead of --dataset_name.")
+    data.add_argument("--image_column", help="Column with the images (default: the first image column).")
+    data.add_argument("--max_train_samples", type=int, help="Use only the first N images (quick experiments).")
+    data.add_argument("--resolution", type=int, default=64, help="Images are resized to resolution x resolution.")
+    data.add_argument("--channels", type=int, choices=(1, 3), help="1 for grayscale, 3 for RGB; default: 1 when "
+                      "every image is grayscale, else 3.")
+    data.add_argument("--crop_to_square", action="store_true", help="Crop a centred square before resizing "
+                      "(default: squash the whole image to a square). Not the Diffusers example's --center_crop, "
+                      "whose default is a random crop: here images are decoded once, before training.")
+    data.add_argument("--random_flip", action="store_true", help="Mirror training images horizontally at random.")
+    data.add_argument("--data_storage", default="auto", choices=("auto", "memory", "disk"), help="Where the decoded "
+                      "images live: in memory, or in an on-disk cache under output_dir (memory-mapped, reused when "
+                      "the run resumes). auto: on disk when they would take more than half of the free memory.")
+    data.add_argument("--decode_threads", type=int, default=1, help="Threads that decode and resize the images "
+                      "once before training (batches then come straight from memory, with no DataLoader workers).")
+
+    model = p.add_argument_group("model and noise schedule")
+    model.add_argument("--model_size", default="small", choices=tuple(training.MODEL_SIZES), help="Named UNet2DModel "
+                       "size: "
+                       "micro (~0.7 M parameters, 28 px digits on a CPU), micro-conv (micro with attention only in the middle "
+                       "block, ~0.64 M, about 15 percent faster), tiny (~1.1 M, CPU), small (the course's "
+                       "18.5 M model), base (the Diffusers example's model, resolution must be a multiple of 32).")
+    model.add_argument("--model_config_name_or_path", help="A UNet2DModel config.json (or a folder with one) to use "
+                       "instead of --model_size; sample_size and channels are set from the data.")
+    model.add_argument("--prediction_type", default="epsilon", choices=training.PREDICTION_TYPES,
+                       help="What the model learns to predict: the noise, the clean image, or v.")
+    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="Number of diffusion timesteps.")
+    model.add_argument("--ddpm_beta_schedule", default="linear", choices=BETA_SCHEDULES, help="Noise schedule.")
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    train = p.add_argument_group("training")
+    train.add_argument("--train_batch_size", type=int, default=16, help="Batch size per process.")
+    train.add_argument("--num_epochs", type=int, default=100)
+    train.add_argument("--max_train_steps", type=int, help="Total optimizer steps; overrides --num_epochs.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="Micro-batches whose gradients are summed before each optimizer step.")
+    train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate (after warm-up).")
+    train.add_argument("--lr_scheduler", default="cosine", choices=LR_SCHEDULERS)
+    train.add_argument("--lr_warmup_steps", type=int, default=500, help="Optimizer steps of linear warm-up.")
+    train.add_argument("--snr_gamma", type=float, help="Min-SNR-γ loss weighting (Hang et al., 2023); 5 is the "
+                       "usual value. Unset: the plain mean squared error.")
+    train.add_argument("--snr_plus_one", action="store_true", help="With --snr_gamma and v-prediction: weight "
+                       "min(SNR+1, γ)/(SNR+1), which keeps the full v-loss at the noisiest timesteps (where the "
+                       "model decides what to draw) instead of the paper's min(SNR, γ)/(SNR+1).")
+    train.add_argument("--adam_beta1", type=float, default=0.95)
+    train.add_argument("--adam_beta2", type=float, default=0.999)
+    train.add_argument("--adam_weight_decay", type=float, default=1e-6)
+    train.add_argument("--adam_epsilon", type=float, default=1e-8)
+    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm (0 turns it off).")
+    train.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights "
+                       "and save it as the final model.")
+    train.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse gamma.")
+    train.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up: power.")
+    train.add_argument("--ema_max_decay", type=float, default=0.9999, help="Largest EMA decay.")
+    train.add_argument("--ema_min_decay", type=float, default=0.0, help="Smallest EMA decay.")
+    train.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"),
+                       help="fp16 needs a CUDA GPU; bf16 works on recent GPUs and CPUs.")
+    train.add_argument("--seed", type=int, default=0, help="Seed for the model, data order and noise: the same "
+                       "seed gives the same run, also when it is interrupted and resumed.")
+    train.add_argument("--cpu", action="store_true", help="Train on the CPU even if a GPU is available.")
+    train.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
+                       help="Channels-last memory layout for the convolutions (default: on for CUDA GPUs only).")
+    train.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile "
+                       "(slow start, faster steps on long GPU runs).")
+
+
 def check_args(args) -> None:
     """Fail fast, before any data is loaded, on settings that cannot work: each number in its range (the table
-    utils.training.SETTING_BOUNDS), then the rules between options."""
-    check_settings(args)
-    check_output_dir(args.output_dir)
-    check_snr_gamma(args.snr_gamma, args.prediction_type, args.snr_plus_one)
-    if args.ema_min_decay > args.ema_max_decay:
-        raise ConfigError(f"--ema_min_decay {args.ema_min_decay:g} is above --ema_max_decay {args.ema_max_decay:g}: "
-                          "the smallest EMA decay cannot exceed the largest.")
-    if args.num_inference_steps > args.ddpm_num_steps:
-        raise ConfigError(f"--num_inference_steps {args.num_inference_steps} is more than the model's "
-                          f"--ddpm_num_steps {args.ddpm_num_steps} timesteps: sample in at most that many steps.")
-    if args.guide_interval is not None:
-        args.guide_interval = tuple(args.guide_interval)
-        if not args.guide_interval[0] <= args.guide_interval[1]:
-            raise ConfigError(f"--guide_interval LO HI needs 0 <= LO <= HI, got {args.guide_interval[0]:g} "
-                              f"{args.guide_interval[1]:g}.")
-    if args.guidance_scale != 1 and args.guide_step is None:
-        raise ConfigError(f"--guidance_scale {args.guidance_scale:g} needs a guide: add --guide_step N, e.g. a "
-                          "fifth of the training steps.")
+    utils.training.SETTING_BOUNDS) and the rules between the training options, then the rest."""
+    args.guide_interval = None if args.guide_interval is None else tuple(args.guide_interval)
+    training.check_settings(args)
+    checkpoints.check_output_dir(args.output_dir)
     if args.eval_num_samples and args.eval_num_samples < metrics.MIN_SAMPLES:
         raise ConfigError(f"--eval_num_samples must be 0 (no evaluation) or at least {metrics.MIN_SAMPLES}, got "
                           f"{args.eval_num_samples}. Use about 1000 for numbers you compare.")
@@ -704,108 +632,6 @@ def check_args(args) -> None:
                               "huggingface_hub.login() in a notebook) and start again.")
 
 
-def checkpoint_to_resume(args) -> Path | None:
-    """The checkpoint that --resume_from_checkpoint names (None for a new run); refuses to mix two runs."""
-    output_dir = Path(args.output_dir)
-    if args.resume_from_checkpoint is not None:
-        return resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-    if list_checkpoints(output_dir) and not args.overwrite_output_dir:
-        raise ConfigError(f"{str(output_dir)!r} already has checkpoints from an earlier run. Continue it with "
-                          "--resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes "
-                          "them), or choose another --output_dir.")
-    return None
-
-
-def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", snr_plus_one: bool = False) -> None:
-    """Raise ConfigError unless ``snr_plus_one`` fits ``snr_gamma`` (whose range check_settings checks) and the
-    prediction type."""
-    if snr_plus_one and snr_gamma is None:
-        raise ConfigError("--snr_plus_one changes the Min-SNR-γ weighting: add --snr_gamma (e.g. 5) as well.")
-    if snr_plus_one and prediction_type != "v_prediction":
-        raise ConfigError(f"--snr_plus_one is for --prediction_type v_prediction only (got {prediction_type}): "
-                          "with other targets its weight would be unbounded at the noisiest timesteps.")
-
-
-# ---------------------------------------------------------------- data
-def image_source(args, verbose: bool):
-    """(load, count, unreadable, info, fingerprint): ``load(i)`` opens training image ``i`` as a PIL image."""
-    if args.train_data_dir:
-        paths, unreadable = find_images(args.train_data_dir)  # DataError for a missing or empty folder
-        paths = paths[:args.max_train_samples]
-        info = {"dataset": str(args.train_data_dir), "fallback": None}
-        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-        return (lambda i: Image.open(paths[i])), len(paths), unreadable, info, stats
-    name = args.dataset_name or BUTTERFLIES
-    dataset = load_image_dataset(name, "train", image_column=args.image_column, config_name=args.dataset_config_name,
-                                 max_samples=args.max_train_samples, verbose=verbose)
-    info = {"dataset": name, "fallback": dataset.info.description if is_fallback(dataset) else None}
-    fingerprint = getattr(dataset, "_fingerprint", None) if dataset.cache_files else info["fallback"]
-    return (lambda i: dataset[i]["image"]), len(dataset), [], info, fingerprint
-
-
-def choose_storage(requested: str, needed: int) -> tuple[str, str]:
-    """'memory' or 'disk' for ``needed`` bytes of decoded images, and why (for the output)."""
-    if requested != "auto":
-        return requested, f"--data_storage {requested}"
-    available = memory_available()
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # each process on this machine holds its own copy
-    if available is None:
-        return "memory", "the available memory is unknown here"
-    if needed * processes > available / 2:
-        return "disk", (f"{format_bytes(needed * processes)} would take more than half of the "
-                        f"{format_bytes(available)} of memory available (--data_storage memory forces RAM)")
-    return "memory", f"it fits in the {format_bytes(available)} of memory available"
-
-
-def load_images(args, output_dir: Path, verbose: bool) -> tuple[torch.Tensor, dict]:
-    """Decode and resize every training image once -> uint8 tensor (N, C, R, R) and a description.
-
-    The tensor lives in memory, or in an on-disk cache under output_dir (memory-mapped, reused by a later run on the
-    same data) when the decoded images would not fit comfortably in memory. Both give the same batches.
-    """
-    load, count, unreadable, info, fingerprint = image_source(args, verbose)
-    shape = (count, args.channels or 3, args.resolution, args.resolution)  # grayscale is found while decoding
-    storage, why = choose_storage(args.data_storage, int(np.prod(shape)))
-    out, cache = None, None
-    if storage == "disk":
-        key = {"source": info["dataset"], "config": args.dataset_config_name, "column": args.image_column,
-               "fingerprint": fingerprint, "count": count, "resolution": args.resolution, "channels": args.channels,
-               "crop_to_square": args.crop_to_square}
-        cache = ImageCache(output_dir / ".image-cache", key)
-        found = cache.load()
-        if found is not None:
-            images, info = found
-            if verbose:
-                print(f"{len(images)} training images, {info['channels']} channel(s), {args.resolution} px: reusing "
-                      f"the decoded images in {cache.path} ({why})")
-            return images[:, :info["channels"]], info
-        out = cache.create(shape)
-    else:
-        try:
-            out = torch.empty(shape, dtype=torch.uint8)
-        except (RuntimeError, MemoryError) as exc:  # torch's allocator refuses what the machine cannot give
-            raise DataError(f"The decoded images need {format_bytes(int(np.prod(shape)))} of memory, more than this "
-                            f"machine can give ({why}): use --data_storage disk, or fewer or smaller images "
-                            "(--max_train_samples, --resolution, --channels 1).") from exc
-    images, problems, grayscale = decode_images(load, count, args.resolution, shape[1], args.crop_to_square,
-                                                args.decode_threads, skip_unreadable=True, out=out)
-    skipped = len(unreadable) + len(problems)
-    if not len(images):
-        raise DataError(f"None of the {count + len(unreadable)} images of {info['dataset']!r} could be read.")
-    channels = args.channels or (1 if grayscale else 3)
-    info = {**info, "num_train_images": len(images), "skipped_images": skipped, "channels": channels,
-            "storage": storage}
-    if cache is not None:
-        cache.finish(len(images), info)
-    if verbose:
-        where = f"in an on-disk cache, {cache.path}" if cache is not None else "in memory"
-        example = str(unreadable[0]) if unreadable else (problems[0] if problems else "")
-        print(f"{len(images)} training images, {channels} channel(s), {args.resolution} px, "
-              f"{format_bytes(images[:, :channels].numel())} decoded, kept {where} ({why})"
-              + (f"; skipped {skipped} unreadable image(s), e.g. {example}" if skipped else ""))
-    return images[:, :channels], info  # a grayscale view of the decoded array, not a copy
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -820,11 +646,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Several processes (torchrun, accelerate launch): the run is saved and the process group destroyed, but
-        # interpreter teardown can still hang in gloo once the other process is gone; end here instead.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    training.exit_process(main())

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .sampling import GUIDE_FOLDER
-from .training import ConfigError
+from .training import ConfigError, copy_unet
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "training_state.json"
+GUIDE_FILE = "guide.safetensors"  # a checkpoint's copy of the autoguidance guide, once --guide_step has passed
 
 
 def check_output_dir(output_dir: str | Path) -> None:
@@ -51,6 +52,50 @@ def resolve_checkpoint(spec: str, output_dir: str | Path) -> Path | None:
     available = ", ".join(p.name for p in list_checkpoints(output_dir)) or "none"
     raise ConfigError(f"Checkpoint {spec!r} does not exist (or is not a finished checkpoint). Checkpoints in "
                       f"{str(output_dir)!r}: {available}. Pass one of them, 'latest', or leave the flag out.")
+
+
+def checkpoint_to_resume(output_dir: str | Path, resume_from: str | None, overwrite: bool = False) -> Path | None:
+    """The checkpoint --resume_from_checkpoint names (None for a new run); refuses to mix two runs in one folder."""
+    if resume_from is not None:
+        return resolve_checkpoint(resume_from, output_dir)
+    if list_checkpoints(output_dir) and not overwrite:
+        raise ConfigError(f"{str(output_dir)!r} already has checkpoints from an earlier run. Continue it with "
+                          "--resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes "
+                          "them), or choose another --output_dir.")
+    return None
+
+
+def make_guide(unet, weights: str | Path | None = None):
+    """An autoguidance guide, the one way the course makes one: a float32 copy of ``unet`` in eval mode, with its
+    own weights now (the training loop at --guide_step) or those of ``weights``, a .safetensors file (a checkpoint's
+    GUIDE_FILE, or checkpoint_weights of an earlier checkpoint: benchmarks/autoguidance.py)."""
+    from safetensors.torch import load_file
+
+    device = str(next(unet.parameters()).device)
+    return copy_unet(unet, None if weights is None else load_file(str(weights), device=device))
+
+
+def guide_code(repo_id: str) -> str:
+    """The guide of a published pipeline as usage code for model cards (utils.sampling.load_guide, from the Hub)."""
+    return f'UNet2DModel.from_pretrained({repo_id!r}, subfolder="{GUIDE_FOLDER}")'
+
+
+def checkpoint_weights(checkpoint: str | Path) -> Path:
+    """The weights a checkpoint publishes: its EMA (ema.safetensors) when the run kept one, else model.safetensors."""
+    for name in ("ema.safetensors", "model.safetensors"):
+        if (Path(checkpoint) / name).is_file():
+            return Path(checkpoint) / name
+    raise ConfigError(f"{checkpoint} holds neither ema.safetensors nor model.safetensors.")
+
+
+def prepare_output_dir(output_dir: str | Path, resume_path: Path | None, overwrite: bool = False) -> None:
+    """Create ``output_dir``, clean up after a run killed while saving, and delete the old checkpoints of a run that
+    starts over (--overwrite_output_dir without --resume_from_checkpoint). Main process only."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    remove_unfinished(output_dir)
+    if resume_path is None and overwrite:
+        for old in list_checkpoints(output_dir):
+            shutil.rmtree(old)
 
 
 def temporary_name(final: Path) -> Path:

@@ -486,3 +486,90 @@ def load_image_folder(folder: str | os.PathLike, verbose: bool = True):
     if verbose:
         print(f"データセット: {folder}（{len(dataset)} 枚）")
     return dataset
+
+
+# ---------------------------------------------------------------- the training script's images
+def _image_source(dataset_name, train_data_dir, config_name, image_column, max_samples, verbose: bool):
+    """(load, count, unreadable, info, fingerprint): ``load(i)`` opens training image ``i`` as a PIL image."""
+    if train_data_dir:
+        paths, unreadable = find_images(train_data_dir)  # DataError for a missing or empty folder
+        paths = paths[:max_samples]
+        info = {"dataset": str(train_data_dir), "fallback": None}
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+        return (lambda i: Image.open(paths[i])), len(paths), unreadable, info, stats
+    name = dataset_name or BUTTERFLIES
+    dataset = load_image_dataset(name, "train", image_column=image_column, config_name=config_name,
+                                 max_samples=max_samples, verbose=verbose)
+    info = {"dataset": name, "fallback": dataset.info.description if is_fallback(dataset) else None}
+    fingerprint = getattr(dataset, "_fingerprint", None) if dataset.cache_files else info["fallback"]
+    return (lambda i: dataset[i]["image"]), len(dataset), [], info, fingerprint
+
+
+def choose_storage(requested: str, needed: int) -> tuple[str, str]:
+    """'memory' or 'disk' for ``needed`` bytes of decoded images, and why (for the output)."""
+    if requested != "auto":
+        return requested, f"--data_storage {requested}"
+    available = memory_available()
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # each process on this machine holds its own copy
+    if available is None:
+        return "memory", "the available memory is unknown here"
+    if needed * processes > available / 2:
+        return "disk", (f"{format_bytes(needed * processes)} would take more than half of the "
+                        f"{format_bytes(available)} of memory available (--data_storage memory forces RAM)")
+    return "memory", f"it fits in the {format_bytes(available)} of memory available"
+
+
+def load_training_images(*, resolution: int, dataset_name: str | None = None, train_data_dir=None,
+                         config_name: str | None = None, image_column: str | None = None,
+                         max_samples: int | None = None, channels: int | None = None, crop_to_square: bool = False,
+                         storage: str = "auto", decode_threads: int = 1, cache_folder=None,
+                         verbose: bool = True) -> tuple[torch.Tensor, dict]:
+    """The training script's images: every image of ``train_data_dir`` (or of the Hub dataset ``dataset_name``, the
+    butterflies by default, with its offline fallback) decoded and resized once -> uint8 tensor (N, C, R, R) and a
+    description (dataset, fallback, counts, channels, storage).
+
+    The tensor lives in memory, or (``storage`` 'disk', or 'auto' when the decoded images would not fit comfortably
+    in memory) in an on-disk ImageCache in ``cache_folder``, memory-mapped and reused by a later run on the same
+    data. Both give the same batches. ``channels`` None: 1 when every image is grayscale, else 3.
+    """
+    load, count, unreadable, info, fingerprint = _image_source(dataset_name, train_data_dir, config_name,
+                                                               image_column, max_samples, verbose)
+    shape = (count, channels or 3, resolution, resolution)  # grayscale is found while decoding
+    storage, why = choose_storage(storage, int(np.prod(shape)))
+    cache = None
+    if storage == "disk":
+        key = {"source": info["dataset"], "config": config_name, "column": image_column, "fingerprint": fingerprint,
+               "count": count, "resolution": resolution, "channels": channels, "crop_to_square": crop_to_square}
+        cache = ImageCache(cache_folder, key)
+        found = cache.load()
+        if found is not None:
+            images, info = found
+            if verbose:
+                print(f"{len(images)} training images, {info['channels']} channel(s), {resolution} px: reusing "
+                      f"the decoded images in {cache.path} ({why})")
+            return images[:, :info["channels"]], info
+        out = cache.create(shape)
+    else:
+        try:
+            out = torch.empty(shape, dtype=torch.uint8)
+        except (RuntimeError, MemoryError) as exc:  # torch's allocator refuses what the machine cannot give
+            raise DataError(f"The decoded images need {format_bytes(int(np.prod(shape)))} of memory, more than this "
+                            f"machine can give ({why}): use --data_storage disk, or fewer or smaller images "
+                            "(--max_train_samples, --resolution, --channels 1).") from exc
+    images, problems, grayscale = decode_images(load, count, resolution, shape[1], crop_to_square, decode_threads,
+                                                skip_unreadable=True, out=out)
+    skipped = len(unreadable) + len(problems)
+    if not len(images):
+        raise DataError(f"None of the {count + len(unreadable)} images of {info['dataset']!r} could be read.")
+    channels = channels or (1 if grayscale else 3)
+    info = {**info, "num_train_images": len(images), "skipped_images": skipped, "channels": channels,
+            "storage": storage}
+    if cache is not None:
+        cache.finish(len(images), info)
+    if verbose:
+        where = f"in an on-disk cache, {cache.path}" if cache is not None else "in memory"
+        example = str(unreadable[0]) if unreadable else (problems[0] if problems else "")
+        print(f"{len(images)} training images, {channels} channel(s), {resolution} px, "
+              f"{format_bytes(images[:, :channels].numel())} decoded, kept {where} ({why})"
+              + (f"; skipped {skipped} unreadable image(s), e.g. {example}" if skipped else ""))
+    return images[:, :channels], info  # a grayscale view of the decoded array, not a copy

@@ -11,7 +11,8 @@ from .recipe import COURSE_TAG
 LICENSE = "apache-2.0"  # the repository's LICENSE file (tests/test_hub.py checks that they agree)
 # COURSE_TAG marks the model as a leaderboard entry (python -m tools.leaderboard --from-hub lists models by it).
 TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "diffusion-models-class", COURSE_TAG]
-# The metrics that become model-index results (num_samples and the spreads describe them instead).
+# Names of the metrics in model-index results; every numeric metric becomes one, except num_samples and the
+# spreads (*_std), which describe them.
 SCORES = {"fid": "FID", "fid_floor": "FID of real training images (floor)", "kid_mean": "KID",
           "coverage": "class coverage", "confidence": "classifier confidence"}
 TASK = ("unconditional-image-generation", "Unconditional image generation")
@@ -61,7 +62,9 @@ def card_data(recipe: dict, metrics: dict | None, repo_id: str):
     results = [EvalResult(task_type=TASK[0], task_name=TASK[1], dataset_type=dataset, dataset_name=dataset,
                           metric_type=name, metric_name=f"{label} ({details})" if details else label,
                           metric_value=value, metric_args=arguments or None)
-               for name, label in SCORES.items() if isinstance((value := metrics.get(name)), (int, float))]
+               for name, value in metrics.items() if name != "num_samples" and not name.endswith("_std")
+               and isinstance(value, (int, float)) and not isinstance(value, bool)
+               for label in [SCORES.get(name, name)]]
     return ModelCardData(library_name="diffusers", license=LICENSE, tags=list(TAGS), model_name=repo_id if results else None,
                          eval_results=results or None)
 
@@ -71,6 +74,7 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
     """Write README.md (a model card) into ``folder``: metadata, usage snippet, metrics and recipe tables."""
     from huggingface_hub import ModelCard
 
+    from .checkpoints import guide_code
     from .sampling import scheduler_code
 
     folder = Path(folder)
@@ -96,7 +100,7 @@ def write_model_card(folder: str | Path, recipe: dict, metrics: dict | None = No
                   f"{recipe['guide_step']} are kept in `guide_unet/` and steer each sampling step away from their "
                   "mistakes" + (f" (at the timesteps {interval[0]:g} <= t <= {interval[1]:g} only)" if interval else "")
                   + ".", "", "```python", "import torch", f"from diffusers import {class_name}, UNet2DModel", "",
-                  f"guide = UNet2DModel.from_pretrained({repo_id!r}, subfolder=\"guide_unet\")",
+                  f"guide = {guide_code(repo_id)}",
                   f"scheduler = {build}",
                   f"scheduler.set_timesteps({recipe.get('num_inference_steps') or 100})", "unet = pipeline.unet",
                   "x = torch.randn(16, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)",

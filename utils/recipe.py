@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shlex
+import sys
 from pathlib import Path
 
 # The Hub tag that marks a model as an entry of this course's leaderboard (the English course's
@@ -114,3 +117,18 @@ def write_recipe(folder: str | Path, recipe: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(recipe, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     return path
+
+
+def command_line(*program: str, argv=None, environ=None) -> str:
+    """The shell command that ran ``program`` ("unit1/train_unconditional.py", or "-m", "tools.leaderboard") with
+    ``argv`` (default sys.argv[1:]), quoted: "python PROGRAM ARGS", or with the launcher when WORLD_SIZE says several
+    processes ("accelerate launch --num_processes N" when Accelerate's variables are set, else "torchrun
+    --nproc_per_node N"). The one way the course records the command that made a result."""
+    env = os.environ if environ is None else environ
+    words = shlex.join([*program, *(sys.argv[1:] if argv is None else argv)])
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world > 1:
+        launcher = ("accelerate launch --num_processes" if any(k.startswith("ACCELERATE_") for k in env)
+                    else "torchrun --nproc_per_node")
+        return f"{launcher} {world} {words}"
+    return f"python {words}"

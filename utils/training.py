@@ -108,14 +108,43 @@ SETTING_BOUNDS = {
 
 
 def check_settings(settings, bounds: dict[str, Bounds] | None = None) -> None:
-    """Raise ConfigError naming the first option of ``settings`` (an argparse Namespace) outside its range in
-    ``bounds`` (default SETTING_BOUNDS); a list value (``--guide_interval LO HI``) is checked item by item."""
+    """Raise ConfigError naming the first option of ``settings`` (the script's argparse Namespace) outside its range
+    in ``bounds`` (default SETTING_BOUNDS; a list value, ``--guide_interval LO HI``, item by item), then check the
+    rules between the training options (check_setting_rules)."""
     for name, allowed in (SETTING_BOUNDS if bounds is None else bounds).items():
         value = getattr(settings, name, None)
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if item is not None and not allowed.contains(item):
                 hint = f" ({allowed.hint})" if allowed.hint else ""
                 raise ConfigError(f"--{name} must be {allowed.describe()}, got {_number(item)}{hint}.")
+    check_setting_rules(settings)
+
+
+def check_setting_rules(args) -> None:
+    """The rules between the training script's options, each with the fix in its message."""
+    check_snr_gamma(args.snr_gamma, args.prediction_type, args.snr_plus_one)
+    if args.ema_min_decay > args.ema_max_decay:
+        raise ConfigError(f"--ema_min_decay {args.ema_min_decay:g} is above --ema_max_decay {args.ema_max_decay:g}: "
+                          "the smallest EMA decay cannot exceed the largest.")
+    if args.num_inference_steps > args.ddpm_num_steps:
+        raise ConfigError(f"--num_inference_steps {args.num_inference_steps} is more than the model's "
+                          f"--ddpm_num_steps {args.ddpm_num_steps} timesteps: sample in at most that many steps.")
+    if args.guide_interval is not None and not args.guide_interval[0] <= args.guide_interval[1]:
+        raise ConfigError(f"--guide_interval LO HI needs 0 <= LO <= HI, got {args.guide_interval[0]:g} "
+                          f"{args.guide_interval[1]:g}.")
+    if args.guidance_scale != 1 and args.guide_step is None:
+        raise ConfigError(f"--guidance_scale {args.guidance_scale:g} needs a guide: add --guide_step N, e.g. a "
+                          "fifth of the training steps.")
+
+
+def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", snr_plus_one: bool = False) -> None:
+    """Raise ConfigError unless ``snr_plus_one`` fits ``snr_gamma`` (whose range check_settings checks) and the
+    prediction type."""
+    if snr_plus_one and snr_gamma is None:
+        raise ConfigError("--snr_plus_one changes the Min-SNR-γ weighting: add --snr_gamma (e.g. 5) as well.")
+    if snr_plus_one and prediction_type != "v_prediction":
+        raise ConfigError(f"--snr_plus_one is for --prediction_type v_prediction only (got {prediction_type}): "
+                          "with other targets its weight would be unbounded at the noisiest timesteps.")
 
 
 @contextlib.contextmanager
@@ -324,3 +353,45 @@ def weights_digest(model: torch.nn.Module) -> str:
     for tensor in model.state_dict().values():
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- several processes
+def check_replicas(accelerator, model: torch.nn.Module, first_batch: list[int] | None) -> list[dict]:
+    """Every process reports its first batch and a digest of its weights (recipe.json's "processes"); the replicas
+    must have ended identical."""
+    from accelerate.utils import gather_object
+
+    processes = gather_object([{"rank": accelerator.process_index, "first_batch": first_batch,
+                                "weights_sha256": weights_digest(model)}])
+    if len({p["weights_sha256"] for p in processes}) != 1:
+        raise RuntimeError("The processes ended with different weights: distributed training is broken.")
+    return processes
+
+
+def end_process_group() -> None:
+    """Destroy torch.distributed's process group: left to the garbage collector, a gloo group can hang at exit once
+    the other process is gone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def exit_process(code: int):
+    """sys.exit(code); with several processes (torchrun, accelerate launch) flush and end at once instead: the run is
+    saved and the group destroyed, but interpreter teardown can still hang in gloo once the other process is gone."""
+    import os
+    import sys
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def log_images(accelerator, image, step: int, name: str = "samples") -> None:
+    """Send a PIL image (a grid of samples) to the run's trackers (TensorBoard, Weights & Biases)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({name: np.asarray(image.convert("RGB"))[None]}, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({name: [image]}, step)
