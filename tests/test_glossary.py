@@ -35,10 +35,6 @@ BANNED = [
     (r"(?<!ネットワーク)評価回数", "ネットワーク評価回数 (評価 alone also means the FID evaluation)"),
     (r"(?<!ネットワーク)評価 ?\d+ ?回", "ネットワーク評価 N 回"),
 ]
-# Terms added in the second text review whose old spellings the leaderboard page still has while the leaderboard
-# rewrite lands; remove a file from here as soon as it follows the glossary.
-NOT_YET = {"unit1/leaderboard/README.md": {r"(?<!SDE（)確率的な DPM-Solver\+\+", r"(?<!ネットワーク)評価回数",
-                                           r"(?<!ネットワーク)評価 ?\d+ ?回"}}
 
 
 def learner_texts():
@@ -53,15 +49,15 @@ def learner_texts():
             yield str(path.relative_to(ROOT)), path.read_text(encoding="utf-8")
 
 
-def find_banned(text: str, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Each banned variant in ``text`` (patterns in ``skip`` left out), as 'found → preferred'."""
-    return [f"{match.group(0)!r} → {preferred}" for pattern, preferred in BANNED if pattern not in skip
+def find_banned(text: str) -> list[str]:
+    """Each banned variant in ``text``, as 'found → preferred'."""
+    return [f"{match.group(0)!r} → {preferred}" for pattern, preferred in BANNED
             for match in re.finditer(pattern, text)]
 
 
 def test_learner_facing_text_uses_the_glossary_terms():
     problems = [f"{name}: {problem}" for name, text in learner_texts()
-                for problem in find_banned(text, frozenset(NOT_YET.get(name, ())))]
+                for problem in find_banned(text)]
     assert not problems, "use the terms of unit1/GLOSSARY.md:\n" + "\n".join(problems)
 
 
@@ -116,9 +112,3 @@ def test_the_glossary_lists_every_term_it_bans():
                  "アテンション（注意機構）", "ダウンパス", "くり返し", "具体的", "DPM-Solver++ SDE", "ネットワーク評価回数",
                  "Euler ancestral", "KID", "確信度", "シード平均"):
         assert term in glossary, term
-
-
-def test_the_not_yet_list_names_pages_that_exist_and_patterns_that_are_banned():
-    names = {name for name, _ in learner_texts()}
-    for name, patterns in NOT_YET.items():
-        assert name in names and patterns <= {pattern for pattern, _ in BANNED}, name
