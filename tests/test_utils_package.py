@@ -14,9 +14,11 @@ from utils import course
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each module may import only the modules before it (data may use environment, viz may use data, ...).
-LAYERS = ["recipe", "environment", "data", "sampling", "training", "checkpoints", "metrics", "hub", "viz", "course"]
+LAYERS = ["setup", "recipe", "environment", "data", "sampling", "training", "checkpoints", "metrics", "hub", "viz",
+          "course"]
 MODULES = sorted(path.stem for path in (ROOT / "utils").glob("*.py") if path.stem != "__init__")
-TORCH_FREE = ["utils", "utils.recipe", "utils.course", "utils.viz", "tools.leaderboard", "tools.sync_course"]
+TORCH_FREE = ["utils", "utils.setup", "utils.recipe", "utils.course", "utils.viz", "tools.leaderboard",
+              "tools.sync_course"]
 
 
 def utils_imports(path: Path) -> set[str]:

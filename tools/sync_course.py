@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from utils.course import BRANCH, GITHUB_REPO, NOTEBOOKS
+from utils.setup import REQUIREMENTS_SPLIT  # noqa: F401 (the divider's one definition; tests read it here)
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_TAG = "course-setup"
 BADGES_START, BADGES_END = "<!-- badges:start -->", "<!-- badges:end -->"
-REQUIREMENTS_SPLIT = "# --- tests and tooling"
 
 SETUP_TITLE = "セットアップ：コースの取得と、足りないパッケージのインストール（実行するだけで、編集は不要です）"
 # How the setup cell opens: Colab shows a cell with cellView "form" as its #@title line only (the code stays hidden
@@ -30,37 +30,16 @@ SETUP_CELL = '''\
 #@title {title} {{ display-mode: "form" }}
 # コース共通のセットアップ（`python -m tools.sync_course` が生成するセルです。編集しないでください）
 # 1. utils が見つからないとき（Colab や Kaggle でこのノートブックだけを開いたとき）は、コースのリポジトリを取得します。
-# 2. requirements.txt の前半（実行に必要な部分）と入っているバージョンを比べ、足りないもの・古すぎるものだけを
-#    インストールします。torch はインストールも更新もしません（入っているものを使います）。
-import importlib
+# 2. ensure_packages（utils/setup.py）が requirements.txt の前半（実行に必要な部分）と入っているバージョンを比べ、
+#    足りないもの・古すぎるものだけをインストールします。torch はインストールも更新もしません（入っているものを使います）。
 import os
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
-
-COURSE_REPO = os.environ.get("COURSE_REPO_URL", "https://github.com/{repo}")
-
-
-def pip_install(*args):
-    # Colab はサブプロセスの出力を表示しないので、失敗したときは pip の出力の最後を表示します
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        print("\\n".join((result.stdout + result.stderr).splitlines()[-30:]))
-        raise RuntimeError("pip install に失敗しました（上は pip の出力の最後の 30 行です）。インターネット接続を"
-                           "確認して（Kaggle: Settings → Internet）、このセルをもう一度実行してください。")
-    importlib.invalidate_caches()
-
-
-def installed(name):
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
 
 COURSE_ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "utils" / "__init__.py").exists()), None)
 if COURSE_ROOT is None:
+    COURSE_REPO = os.environ.get("COURSE_REPO_URL", "https://github.com/{repo}")
     COURSE_ROOT = Path.cwd() / "{name}"
     if not COURSE_ROOT.exists():
         clone = subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}", COURSE_REPO, str(COURSE_ROOT)],
@@ -75,49 +54,14 @@ if COURSE_ROOT is None:
 if str(COURSE_ROOT) not in sys.path:
     sys.path.insert(0, str(COURSE_ROOT))
 
-if installed("packaging") is None:  # バージョンの比較に使います（ごく小さなイメージには入っていません）
-    pip_install("packaging")
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-from packaging.version import Version
+from utils import ensure_packages
 
-lines = (COURSE_ROOT / "requirements.txt").read_text(encoding="utf-8").split("{split}")[0].splitlines()
-requirements = [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
-torch_requirement = next(r for r in requirements if r.name == "torch")
-if installed("torch") is None:
-    raise RuntimeError("torch が入っていません。https://pytorch.org/get-started/locally/ の手順で入れてください"
-                       "（GPU のないパソコンでは pip install torch --index-url https://download.pytorch.org/whl/cpu）。")
-needed = [str(r) for r in requirements if r.name != "torch" and (installed(r.name) is None or any(
-    s.operator == ">=" and Version(installed(r.name)) < Version(s.version) for s in r.specifier))]
-if needed:
-    loaded = {{canonicalize_name(d) for m, ds in packages_distributions().items() if m in sys.modules for d in ds}}
-    before = {{d: installed(d) for d in loaded}}
-    print("インストールします:", " ".join(needed))
-    pip_install(*needed)
-    changed = [f"{{d}} {{v}} → {{installed(d)}}" for d, v in before.items() if installed(d) != v]
-    if changed:
-        raise RuntimeError(f"読み込み済みのパッケージを更新しました（{{', '.join(changed)}}）。新しいバージョンを使うには"
-                           "ランタイム（カーネル）を再起動して、このセルから実行し直してください"
-                           "（Colab:「ランタイム」→「セッションを再起動」、Jupyter:「Kernel」→「Restart Kernel」）。")
-else:
-    print("必要なパッケージはそろっています。")
-
-import torch
-
-if not torch_requirement.specifier.contains(Version(torch.__version__).base_version):
-    print(f"⚠️ torch {{torch.__version__}} は古すぎます（{{torch_requirement}} が必要です）。動かないセルがあるかもしれません。")
-if torch.cuda.is_available():
-    try:
-        torch.ones(1, device="cuda").add_(1).item()  # GPU で小さな計算を 1 回してみます
-    except Exception as error:
-        print(f"⚠️ この GPU（{{torch.cuda.get_device_name()}}）は、入っている torch {{torch.__version__}} では使えません"
-              f"（{{type(error).__name__}}）。CPU で実行します。Kaggle では GPU に P100 ではなく T4 を選んでください。")'''
+ensure_packages(COURSE_ROOT)'''
 
 
 def setup_cell_source() -> str:
     """The setup cell shared by every notebook."""
-    return SETUP_CELL.format(title=SETUP_TITLE, repo=GITHUB_REPO, name=GITHUB_REPO.split("/")[1], branch=BRANCH,
-                             split=REQUIREMENTS_SPLIT)
+    return SETUP_CELL.format(title=SETUP_TITLE, repo=GITHUB_REPO, name=GITHUB_REPO.split("/")[1], branch=BRANCH)
 
 
 def setup_cell_metadata(current: dict) -> dict:

@@ -3,7 +3,9 @@
 The package exports exactly the names the notebooks import (tests/test_utils_package.py keeps it so). Each name is
 loaded from its module on first use (PEP 562), so ``import utils.recipe`` or ``import utils.course`` does not load
 torch. The modules form layers, each importing only those before it:
-recipe, environment <- data <- sampling <- training <- checkpoints <- metrics <- hub <- viz <- course.
+setup, recipe, environment <- data <- sampling <- training <- checkpoints <- metrics <- hub <- viz <- course.
+setup (the setup cell's ``ensure_packages``) runs before the course's packages are installed: it imports only the
+standard library and packaging, and this file imports nothing else either.
 The training script, the benchmarks and the maintainer tools (tools/) import from the modules themselves.
 """
 
@@ -17,6 +19,7 @@ _EXPORTS = {
     "hub": ["is_logged_in", "write_model_card"],
     "recipe": ["write_recipe"],
     "sampling": ["generate"],
+    "setup": ["ensure_packages"],
     "viz": ["draw_basic_unet", "image_strip", "make_grid", "noise_slider", "plot_losses", "plot_schedules",
             "save_gif", "show_gif", "upscale"],
 }
