@@ -1,9 +1,12 @@
 """Where learners open the course: dependency ranges against the platforms and the learners' environment file.
 
-A notebook opened alone (as Colab opens it) is run by tests/test_full_mode.py. The platform matrix itself
-(floors / Colab's versions / newest, each in a fresh venv) is tools/platform_matrix.py, run before a release;
-its table is in README.md.
+A notebook opened alone (as Colab opens it) is run by tests/test_notebooks.py. The platform matrix itself
+(floors / Colab's versions / Kaggle's / newest, each in a fresh venv on its platform's Python and torch) is
+tools/platform_matrix.py, run weekly (platform-matrix.yml) and before a release; its table is in README.md.
 """
+
+import json
+import os
 
 import pytest
 import yaml
@@ -38,7 +41,7 @@ def test_ranges_keep_fresh_installs_off_mlxtends_upgrade_cascade():
 def test_every_runtime_requirement_has_a_floor_the_matrix_installs():
     pins = platform_matrix.floor_pins()
     assert "numpy==2.0" in pins and any(pin.startswith("pyarrow==") for pin in pins)
-    assert not any(pin.startswith("torch==") for pin in pins)  # the matrix uses one local torch build
+    assert not any(pin.startswith("torch==") for pin in pins)  # each environment names its torch (PLATFORMS)
     assert len(pins) == len(RUNTIME) - 1
     for pin in pins:
         requirement = Requirement(pin)
@@ -54,6 +57,7 @@ def test_pytest_summary_counts():
     output = "....\n=== 183 passed, 2 deselected, 1 warning in 61.20s ===\n"
     assert platform_matrix.pytest_summary(output) == "183 passed, 2 deselected"
     assert platform_matrix.pytest_summary("1 failed, 3 passed in 2s") == "1 failed, 3 passed"
+    assert platform_matrix.pytest_seconds(output) == 61.2 and platform_matrix.pytest_seconds("no summary") is None
 
 
 def test_studio_lab_environment_file_installs_the_runtime_only():
@@ -80,3 +84,40 @@ def test_each_environment_names_its_python_and_torch():
     assert platform_matrix.interpreter("kaggle", {"kaggle": "/opt/py312"}) == "/opt/py312"
     kaggle = platform_matrix.read_constraints(platform_matrix.KAGGLE_CONSTRAINTS)
     assert kaggle["ipywidgets"] == "8.1.5"
+
+
+def test_each_environment_runs_the_ci_suites_online_notebook_test():
+    import test_notebooks
+
+    runs = dict(platform_matrix.TEST_RUNS)
+    assert runs["unit_tests"] == ["tests", "-m", "not slow"] and runs["notebooks"] == ["unit1"]
+    module, _, case = runs["online_notebooks"][0].partition("::")
+    name, _, param = case.partition("[")
+    assert module == "tests/test_notebooks.py" and callable(getattr(test_notebooks, name))
+    assert param.rstrip("]") in [mode.id for mode in test_notebooks.MODES]
+
+
+def test_pip_in_the_matrix_ignores_this_machines_configuration(monkeypatch):
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("PIP_CONSTRAINT", "/etc/cap.txt")
+    env = platform_matrix.pip_environment()
+    assert env["PIP_CONFIG_FILE"] == os.devnull and "PIP_FIND_LINKS" not in env and "PIP_CONSTRAINT" not in env
+
+
+def test_readme_shows_the_matrix_table_with_every_environment(tmp_path):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- platform-matrix:start -->")[1].split("<!-- platform-matrix:end -->")[0]
+    assert platform_matrix.TABLE_HEADER in block, "paste the table tools/platform_matrix.py --output writes"
+    rows = [line for line in block.splitlines() if line.startswith("| ") and line != platform_matrix.TABLE_HEADER]
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == list(platform_matrix.ENVIRONMENTS)
+    for row in rows:
+        assert row.count(" | ") == platform_matrix.TABLE_HEADER.count(" | "), row
+
+    runs = [{"environment": "newest", "install": "failed: no wheel"},
+            {"environment": "floors", "install": "ok", "python": "3.11.7", "torch": "2.4.0",
+             "versions": {"torch": "2.4.0", "numpy": "2.0.0"}, "unit_tests": "ok: 3 passed", "unit_tests_seconds": 5}]
+    for index, run in enumerate(runs):
+        (tmp_path / f"{index}.json").write_text(json.dumps([run]), encoding="utf-8")
+    table = platform_matrix.markdown_table(platform_matrix.combine(sorted(tmp_path.glob("*.json"))))
+    assert table.splitlines()[2] == "| floors | 3.11.7 | 2.4.0 | numpy 2.0.0 | ok: 3 passed (5 s) | — | — |"
+    assert table.splitlines()[3].startswith("| newest | — | — | — | install failed: no wheel |")

@@ -515,6 +515,9 @@ def test_a_gpu_that_cannot_start_trains_on_the_cpu(data, tmp_path, capsys, monke
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", driver_too_old)
+    # A CUDA build of torch (PyPI's) asks this in every optimizer.step() once is_available() says yes; a machine
+    # with a GPU answers False outside a graph capture, this one (no driver) would raise
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     environment.cuda_problem.cache_clear()
     try:
         assert run(data, tmp_path / "out", "--max_train_steps", "1") == 0

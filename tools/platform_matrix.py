@@ -1,7 +1,8 @@
 """Platform matrix: build fresh virtual environments and run the unit tests and both notebooks in each.
 
-    python tools/platform_matrix.py                       # floors, colab-2026-08 and newest
+    python tools/platform_matrix.py                       # floors, colab-2026-08, kaggle and newest
     python tools/platform_matrix.py --envs floors --lock /tmp/torch.lock --output matrix.md
+    python tools/platform_matrix.py --combine floors.json kaggle.json --output matrix.md   # one table of runs
 
 Environments (each a fresh venv on its platform's Python with its platform's torch, see PLATFORMS):
   floors         every runtime requirement of requirements.txt at its floor (``>=X`` installed as ``==X``);
@@ -10,10 +11,15 @@ Environments (each a fresh venv on its platform's Python with its platform's tor
   kaggle         requirements.txt constrained by constraints/kaggle-2026-08.txt (Python 3.12)
   newest         requirements.txt as a fresh install resolves it today
 
-In each it runs ``python -m pytest tests -m "not slow"`` (unit tests) and ``python -m pytest unit1``
-(both notebooks through nbval), offline and in quick mode, and prints a Markdown table of the results.
-PyPI's Linux torch is a CUDA build that also runs on a CPU. pip's cache lies under the workdir, so a rerun does
-not download the wheels again. Installing needs PyPI; the test runs need no network.
+In each it runs, in quick mode, ``python -m pytest tests -m "not slow"`` (unit tests, offline),
+``python -m pytest unit1`` (both notebooks through nbval, offline) and the quick-online case of
+tests/test_notebooks.py (both notebooks opened alone, their online code against the local Hub of
+tests/hub_server.py on 127.0.0.1, so each platform's huggingface_hub/datasets pair is tried over the wire), and
+prints a Markdown table of the results. PyPI's Linux torch is a CUDA build that also runs on a CPU. The wheels
+are downloaded into a folder under the workdir (wheels/; pip download keeps the files it finds there) and
+installed from it alone, so a rerun does not download them again; this machine's pip configuration (a cap on torch, local wheel folders) is not read, so each venv
+resolves as a fresh machine's pip does. Installing
+needs PyPI; the test runs need no network beyond 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -47,6 +53,13 @@ ENVIRONMENTS = tuple(PLATFORMS)
 REPORTED = ("torch", "diffusers", "datasets", "huggingface_hub", "accelerate", "ipywidgets", "numpy", "pyarrow",
             "matplotlib", "mlxtend")
 TEST_ENV = {"COURSE_QUICK": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+# What each environment runs: (result key, pytest arguments). The online run is the CI suite's own test, which
+# starts the local Hub and gives the notebooks' kernel HF_ENDPOINT (its fixture overrides HF_HUB_OFFLINE).
+TEST_RUNS = (
+    ("unit_tests", ["tests", "-m", "not slow"]),
+    ("notebooks", ["unit1"]),
+    ("online_notebooks", ["tests/test_notebooks.py::test_both_notebooks_run_opened_alone[quick-online]"]),
+)
 
 
 def _lines(text: str) -> list[str]:
@@ -75,7 +88,7 @@ def floor(requirement: Requirement) -> str:
 
 
 def floor_pins(path: Path = REQUIREMENTS) -> list[str]:
-    """``name==floor`` for every runtime requirement except torch (the matrix uses one local torch build)."""
+    """``name==floor`` for every runtime requirement except torch (each environment names its torch: PLATFORMS)."""
     return [f"{req.name}=={floor(req)}" for req in runtime_requirements(path) if req.name != "torch"]
 
 
@@ -123,6 +136,29 @@ def torch_requirement(name: str, given: str | None = None) -> str:
     return f"torch=={given}" if given else PLATFORMS[name][1]
 
 
+TORCH_BUILD = ("import torch; cuda = torch.version.cuda; "
+               "print(torch.__version__ + (f' (CUDA {cuda} build, run on the CPU)' if cuda else ''))")
+
+
+def pip_environment() -> dict:
+    """os.environ without this machine's pip configuration: no config file is read (PIP_CONFIG_FILE=devnull), no
+    local wheel folder or constraint from the environment (a machine's cap would hold newest at an old torch)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PIP_FIND_LINKS", "PIP_CONSTRAINT")}
+    return {**env, "PIP_CONFIG_FILE": os.devnull}
+
+
+def wheel_folder(workdir: Path, torch_index: str | None) -> tuple[Path, list[str]]:
+    """Where an environment's wheels are kept between runs, and the extra index torch comes from.
+
+    With --torch-index the index's torch (``2.11.0+cpu``) sorts above PyPI's ``2.11.0`` and is the one taken; its
+    wheels get a folder of their own so that a later run without the index does not take them.
+    """
+    if torch_index is None:
+        return workdir / "wheels", []
+    return workdir / ("wheels-" + re.sub(r"[^A-Za-z0-9]+", "-", torch_index).strip("-")), ["--extra-index-url",
+                                                                                           torch_index]
+
+
 def _run(command, log: Path, env=None, lock: str | None = None) -> tuple[int, str, float]:
     if lock:
         command = ["flock", lock, *command]
@@ -142,23 +178,32 @@ def pytest_summary(output: str) -> str:
     return "no pytest summary (see the log)"
 
 
+def pytest_seconds(output: str) -> float | None:
+    """The duration of pytest's last summary line ('... in 61.20s'), without the time spent waiting for a lock."""
+    found = re.findall(r"\d+ (?:passed|failed|errors?)\b.* in ([\d.]+)s", output)
+    return float(found[-1]) if found else None
+
+
 def build_and_test(name: str, workdir: Path, torch: str, lock: str | None, phase: str = "all",
                    torch_index: str | None = None, base_python: str = sys.executable) -> dict:
     venv = workdir / name
     python = str(venv / "bin" / "python")
     result = {"environment": name}
-    os.environ.setdefault("PIP_CACHE_DIR", str(workdir / "pip-cache"))  # reruns take the wheels from here
+    os.environ.setdefault("PIP_CACHE_DIR", str(workdir / "pip-cache"))
     if phase in ("all", "install"):
         if venv.exists():
             shutil.rmtree(venv)
         subprocess.run([base_python, "-m", "venv", str(venv)], check=True)
         start = time.perf_counter()
-        code, output, _ = (0, "", 0) if torch_index is None else _run(
-            [python, "-m", "pip", "install", "--no-input", "-q", torch, "--index-url", torch_index],
-            workdir / f"{name}-install-torch.log")
+        wheels, sources = wheel_folder(workdir, torch_index)
+        wanted = [torch, *install_arguments(name, workdir)]
+        # The wheels go to a folder first (pip download keeps a file it finds there; pip's HTTP cache keeps nothing
+        # where a proxy strips the caching headers), then the venv installs from that folder alone.
+        code, output, _ = _run([python, "-m", "pip", "download", "--no-input", "-q", "-d", str(wheels), *sources,
+                                *wanted], workdir / f"{name}-download.log", env=pip_environment())
         if code == 0:
-            code, output, _ = _run([python, "-m", "pip", "install", "--no-input", "-q", torch,
-                                    *install_arguments(name, workdir)], workdir / f"{name}-install.log")
+            code, output, _ = _run([python, "-m", "pip", "install", "--no-input", "-q", "--no-index", "--find-links",
+                                    str(wheels), *wanted], workdir / f"{name}-install.log", env=pip_environment())
         seconds = time.perf_counter() - start
         result["install_seconds"] = round(seconds)
         if code != 0:
@@ -176,24 +221,44 @@ def build_and_test(name: str, workdir: Path, torch: str, lock: str | None, phase
     result["versions"] = {pkg: installed.get(pkg.lower(), "—") for pkg in REPORTED}
     result["python"] = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                                       capture_output=True, text=True, check=True).stdout.strip()
+    result["torch"] = subprocess.run([python, "-c", TORCH_BUILD], capture_output=True, text=True,
+                                     check=True).stdout.strip()
     env = {**os.environ, **TEST_ENV, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
            "VIRTUAL_ENV": str(venv)}
     env.pop("PYTHONPATH", None)
-    for key, command in (("unit_tests", ["tests", "-m", "not slow"]), ("notebooks", ["unit1"])):
+    for key, command in TEST_RUNS:
         code, output, seconds = _run([python, "-m", "pytest", "-q", *command], workdir / f"{name}-{key}.log",
                                      env=env, lock=lock)
         result[key] = ("ok: " if code == 0 else "FAILED: ") + pytest_summary(output)
-        result[f"{key}_seconds"] = round(seconds)
+        result[f"{key}_seconds"] = round(pytest_seconds(output) or seconds)  # not the wait for the lock
     return result
 
 
+TABLE_HEADER = ("| 環境 | Python | torch | おもなバージョン | 単体テスト（`-m \"not slow\"`） "
+                "| ノートブック 2 つ（オフライン） | ノートブック 2 つ（オンライン、ローカルの Hub） |")
+
+
+def _cell(result: dict, key: str) -> str:
+    if key not in result:
+        return "—" if result.get("install") == "ok" else f"install {result.get('install', '—')}"
+    seconds = result.get(f"{key}_seconds")
+    return result[key] + (f" ({seconds} s)" if seconds is not None else "")
+
+
 def markdown_table(results: list[dict]) -> str:
-    rows = ["| environment | Python | versions | unit tests | notebooks (quick, offline) |", "|---|---|---|---|---|"]
+    """The README's table (the block between the platform-matrix markers): one row per environment."""
+    rows = [TABLE_HEADER, "|---|---|---|---|---|---|---|"]
     for r in results:
-        versions = ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
-        rows.append(f"| {r['environment']} | {r.get('python', '—')} | {versions or '—'} | "
-                    f"{r.get('unit_tests', 'install ' + r['install'])} | {r.get('notebooks', '—')} |")
+        versions = ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items() if k != "torch")
+        rows.append(f"| {r['environment']} | {r.get('python', '—')} | {r.get('torch', '—')} | {versions or '—'} | "
+                    + " | ".join(_cell(r, key) for key, _ in TEST_RUNS) + " |")
     return "\n".join(rows)
+
+
+def combine(paths: list[Path]) -> list[dict]:
+    """The results of several runs (the JSON files --output writes), in ENVIRONMENTS order."""
+    results = [row for path in paths for row in json.loads(path.read_text(encoding="utf-8"))]
+    return sorted(results, key=lambda r: ENVIRONMENTS.index(r["environment"]))
 
 
 def main(argv=None) -> int:
@@ -204,13 +269,22 @@ def main(argv=None) -> int:
     parser.add_argument("--torch", help="one torch version for every environment (default: each platform's own)")
     parser.add_argument("--python", action="append", default=[], metavar="ENV=PATH",
                         help="the interpreter of an environment (default: its Python version from pyenv)")
-    parser.add_argument("--torch-index", help="install torch from this index first, e.g. "
-                        "https://download.pytorch.org/whl/cpu (PyPI's Linux torch is the multi-GB CUDA build)")
+    parser.add_argument("--torch-index", help="take torch from this index, e.g. https://download.pytorch.org/whl/cpu"
+                        " (PyPI's Linux torch is the multi-GB CUDA build)")
     parser.add_argument("--lock", help="run the test commands under `flock LOCK` (a shared machine)")
     parser.add_argument("--phase", choices=("all", "install", "test"), default="all",
                         help="install: only build the venvs; test: only test venvs built before")
     parser.add_argument("--output", type=Path, help="also write the Markdown table and a JSON file beside it")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                        help="build nothing: one table of the results in these JSON files (from --output)")
     args = parser.parse_args(argv)
+    if args.combine:
+        results = combine(args.combine)
+        table = markdown_table(results)
+        print(table)
+        if args.output:
+            args.output.write_text(table + "\n", encoding="utf-8")
+        return 0 if all(all(r.get(key, "").startswith("ok") for key, _ in TEST_RUNS) for r in results) else 1
     args.workdir.mkdir(parents=True, exist_ok=True)
     pythons = dict(item.split("=", 1) for item in args.python)
     results = []
@@ -227,7 +301,7 @@ def main(argv=None) -> int:
                                                     encoding="utf-8")
     if args.phase == "install":
         return 0 if all(r["install"] == "ok" for r in results) else 1
-    ok = all(r.get("unit_tests", "").startswith("ok") and r.get("notebooks", "").startswith("ok") for r in results)
+    ok = all(all(r.get(key, "").startswith("ok") for key, _ in TEST_RUNS) for r in results)
     return 0 if ok else 1
 
 
