@@ -137,3 +137,13 @@ def test_a_failed_clone_explains_how_to_turn_internet_on(sandbox, tmp_path):
     assert code != 0
     assert "コースのリポジトリ" in out and "「Settings」→「Internet」" in out and "電話番号" in out
     assert not (empty / "diffusion-course").exists()
+
+
+def test_an_old_copy_of_the_course_from_an_earlier_session_says_to_delete_it(sandbox, tmp_path):
+    alone = tmp_path / "alone"  # a kept working folder (Kaggle, a laptop) with a clone older than utils/setup.py
+    old = alone / sync_course.GITHUB_REPO.split("/")[1]
+    (old / "utils").mkdir(parents=True)
+    (old / "utils" / "__init__.py").write_text("")
+    code, out = run_cell(sandbox, alone, COURSE_REPO_URL=str(tmp_path / "no-such-repository"))
+    assert code != 0 and "古いコースのコピー" in out and f"!rm -rf '{old}'" in out, out
+    assert "Traceback" in out and out.count("ImportError") == 0  # the message, not the import error behind it

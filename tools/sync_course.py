@@ -54,8 +54,11 @@ if COURSE_ROOT is None:
 if str(COURSE_ROOT) not in sys.path:
     sys.path.insert(0, str(COURSE_ROOT))
 
-from utils import ensure_packages
-
+try:
+    from utils import ensure_packages
+except ImportError:  # utils/setup.py がなかったころに取得した、古いコースのコピーです
+    raise RuntimeError(f"{{COURSE_ROOT}} は古いコースのコピーです。そのフォルダーを削除して（セルに "
+                       f"!rm -rf '{{COURSE_ROOT}}' と書いて実行します）、このセルをもう一度実行してください。") from None
 ensure_packages(COURSE_ROOT)'''
 
 
