@@ -85,6 +85,15 @@ def test_seeds_and_identical_weights_make_one_row_with_its_sampler_variants(boar
     assert rows[-1].best is None and rows[-1].rank is None  # not evaluated: listed last, unranked
 
 
+def test_a_rerun_of_one_seed_is_the_same_run_not_another_seed(board, tmp_path):
+    # the same command and seed on another machine: other last bits, so another digest, but not a new seed
+    rerun = run(tmp_path / "a-fast-seed0-rerun", 0, 0.60, "dpm++sde", 25, "a0-other-machine", 1.5)
+    rows, _, dof = rank_recipes(load_recipes([*board, rerun]))
+    best = rows[0].best
+    assert best.seeds == [0, 1, 2] and best.values[0] == pytest.approx((0.56 + 0.60) / 2)
+    assert dof == 4 and len(rows[0].entries) == 6  # still three seeds of recipe A, two of B
+
+
 def test_rows_that_cannot_be_told_apart_share_a_rank_and_single_runs_say_so(board):
     rows = table_rows(leaderboard_markdown(load_recipes(board)))
     assert [row[0] for row in rows] == ["| 1 ≈", "| 1 ≈", "| 3", f"| {MISSING}"]  # a and b tie; c is worse

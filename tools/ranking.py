@@ -179,6 +179,12 @@ def _union_find(entries: list[dict]) -> list[list[dict]]:
 
 
 def _run_of(entry: dict) -> str:
+    """Which training run an entry evaluates. Within one recipe the seed names it: the same command and seed rerun on
+    another machine (or day) ends with weights that differ in their last bits, so its digest differs, yet it is the
+    same data order and initialisation, not another seed (the committed seed-1 runs of the top recipe show two
+    digests). Without a seed, the digest; without either, the entry itself."""
+    if isinstance(entry.get("seed"), int) and not isinstance(entry.get("seed"), bool):
+        return f"seed:{entry['seed']}"
     return weights_digest(entry) or f"entry:{entry.get('_source') or entry_name(entry)}"
 
 
