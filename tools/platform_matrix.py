@@ -137,7 +137,7 @@ def torch_requirement(name: str, given: str | None = None) -> str:
 
 
 TORCH_BUILD = ("import torch; cuda = torch.version.cuda; "
-               "print(torch.__version__ + (f' (CUDA {cuda} build, run on the CPU)' if cuda else ''))")
+               "print(torch.__version__ + (f'（CUDA {cuda} 版、CPU で実行）' if cuda else ''))")
 
 
 def pip_environment() -> dict:
