@@ -121,3 +121,9 @@ def test_readme_shows_the_matrix_table_with_every_environment(tmp_path):
     table = platform_matrix.markdown_table(platform_matrix.combine(sorted(tmp_path.glob("*.json"))))
     assert table.splitlines()[2] == "| floors | 3.11.7 | 2.4.0 | numpy 2.0.0 | ok: 3 passed (5 s) | — | — |"
     assert table.splitlines()[3].startswith("| newest | — | — | — | install failed: no wheel |")
+
+
+def test_the_tool_splits_requirements_where_the_setup_cell_does():
+    from utils.setup import REQUIREMENTS_SPLIT
+
+    assert platform_matrix.SPLIT == REQUIREMENTS_SPLIT  # the tool repeats it to run without the course installed

@@ -38,7 +38,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements.txt"
-SPLIT = "# --- tests and tooling"
+SPLIT = "# --- tests and tooling"  # utils.setup.REQUIREMENTS_SPLIT; repeated so the tool runs without the course installed
 COLAB_CONSTRAINTS = ROOT / "constraints" / "colab-2026-08.txt"
 KAGGLE_CONSTRAINTS = ROOT / "constraints" / "kaggle-2026-08.txt"
 # Each environment's Python (a version: found with `pyenv prefix`, or given with --python) and torch requirement.
