@@ -60,7 +60,7 @@ NOTEBOOK_01_UPLOAD = """
                      losses=[1.0, 0.9], seed=0, device=torch.device("cpu"), train_seconds=6.0, window=2,
                      sample_steps=2, online=True,
                      pipeline_images=pipeline(batch_size=2, num_inference_steps=2).images)
-    for cell_id in ("bfd5de90", "497b43e0"):  # recipe.json + card, then the upload
+    for cell_id in ("bfd5de90", "497b43e0", "d3a9b6c7"):  # recipe.json + card, the upload, the reload from the Hub
         exec(cells[cell_id], namespace)
 """
 
@@ -95,6 +95,7 @@ def test_pushed_entries_are_collected_verified_and_hostile_ones_skipped(hub_env,
     assert script.returncode == 0, script.stderr[-3000:]
     notebook = run_python(NOTEBOOK_01_UPLOAD.format(folder=tmp_path / "notebook-run"), hub_env)
     assert notebook.returncode == 0, notebook.stderr[-3000:]
+    assert "重みは手元のモデルと同じです" in notebook.stdout, notebook.stdout[-3000:]
     card = hub.uploads["course-learner/mnist-entry"]["README.md"].decode()
     assert "- diffusion-course-ja" in card and "12 samples" in card and "network evaluations per image" in card
     assert "- diffusion-course-ja" in hub.uploads["course-learner/ddpm-butterflies-32px"]["README.md"].decode()

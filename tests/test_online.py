@@ -286,7 +286,7 @@ NOTEBOOK_CELLS = """
     namespace = dict(torch=torch, DDPMPipeline=DDPMPipeline, image_strip=image_strip, upscale=upscale, display=print,
                      is_logged_in=is_logged_in, device=torch.device("cpu"), online=True, seed=0, pretrained_steps=2,
                      pipeline_dir=pipeline_dir)
-    for cell_id in ("3637ad67", "497b43e0"):  # the pretrained-pipeline demo and the upload
+    for cell_id in ("3637ad67", "497b43e0", "d3a9b6c7"):  # the pretrained-pipeline demo, the upload, the reload
         exec(cells[cell_id], namespace)
     print("PIPELINE", namespace["butterfly_pipeline"])
 """
@@ -303,3 +303,6 @@ def test_notebook_01_hub_cells_survive_a_broken_hub(hub_env, hub, tmp_path, fail
     assert "学習済みパイプラインを読み込めなかったため" in result.stdout and "PIPELINE None" in result.stdout
     if failure == "error":
         assert "Hub へのアップロードに失敗しました" in result.stdout
+        assert "Hub からの読み込みはスキップします" in result.stdout  # nothing uploaded, nothing to reload
+    else:  # uploads still work, downloads break: the reload says so and the notebook goes on
+        assert "Hub からの読み込みに失敗しました" in result.stdout
