@@ -41,16 +41,27 @@ def _seconds(cell) -> float | None:
     return (parse(end) - parse(start)).total_seconds()
 
 
-def time_notebook(path: Path, workdir: Path, timeout: int) -> tuple[list[dict], str | None]:
-    """Execute ``path`` in ``workdir``; return one row per code cell and the error of a failing cell (or None)."""
+def _print_time(cell, cell_index, execute_reply) -> None:
+    seconds = _seconds(cell)
+    print(f"  cell {cell_index}: {'—' if seconds is None else f'{seconds:.1f} s'}", flush=True)
+
+
+def time_notebook(path: Path, workdir: Path, timeout: int, executed: Path | None = None) -> tuple[list[dict], str | None]:
+    """Execute ``path`` in ``workdir``; return one row per code cell and the error of a failing cell (or None).
+
+    With ``executed``, the notebook with its outputs (figures, printed checks) is also written into that folder."""
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=True,
-                                     resources={"metadata": {"path": str(workdir)}})
+                                     resources={"metadata": {"path": str(workdir)}},
+                                     on_cell_executed=_print_time)  # progress, and the times of a run stopped early
     error = None
     try:
         client.execute()
-    except nbclient.exceptions.CellExecutionError as failure:
-        error = str(failure)
+    except Exception as failure:  # a failing cell, a cell timeout, a dead kernel: keep the times so far
+        error = f"{type(failure).__name__}: {failure}"
+    if executed is not None:
+        executed.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, executed / path.name)
     rows = []
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "code":
@@ -85,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=None,
                         help="writes OUTPUT.md and OUTPUT.json (default benchmarks/results/full_mode or quick_mode)")
     parser.add_argument("--timeout", type=int, default=4 * 3600, help="seconds allowed per cell")
+    parser.add_argument("--executed", type=Path, help="also write the executed notebooks (with outputs) here")
     parser.add_argument("--allow-cpu", action="store_true", help="full mode even without a usable GPU (takes hours)")
     args = parser.parse_args(argv)
     output = args.output or ROOT / "benchmarks" / "results" / ("quick_mode" if args.quick else "full_mode")
@@ -103,18 +115,22 @@ def main(argv=None) -> int:
         if not path.is_file():
             parser.error(f"{notebook}: no such notebook")
         start = time.perf_counter()
-        results[notebook], error = time_notebook(path, path.parent, args.timeout)
+        results[notebook], error = time_notebook(path, path.parent, args.timeout, args.executed)
         print(f"{notebook}: {time.perf_counter() - start:.0f} s on {device}", flush=True)
         if error:
             print(f"{notebook} failed:\n{error}", file=sys.stderr)
             failed.append(notebook)
+        write_results(output, mode, device, results, failed)  # after each notebook: a stopped run keeps its rows
+    print(f"wrote {output.with_suffix('.md')} and {output.with_suffix('.json')}")
+    return 1 if failed else 0
+
+
+def write_results(output: Path, mode: str, device: str, results: dict, failed: list[str]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".md").write_text(markdown(results, mode, device), encoding="utf-8")
     output.with_suffix(".json").write_text(json.dumps({"mode": mode, "device": device, "notebooks": results,
                                                        "failed": failed}, indent=1, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
-    print(f"wrote {output.with_suffix('.md')} and {output.with_suffix('.json')}")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":
