@@ -7,11 +7,14 @@ tools/platform_matrix.py, run weekly (platform-matrix.yml) and before a release;
 
 import json
 import os
+import re
+import subprocess
 
 import pytest
 import yaml
 from notebook_runs import ROOT
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from tools import platform_matrix
@@ -127,3 +130,42 @@ def test_the_tool_splits_requirements_where_the_setup_cell_does():
     from utils.setup import REQUIREMENTS_SPLIT
 
     assert platform_matrix.SPLIT == REQUIREMENTS_SPLIT  # the tool repeats it to run without the course installed
+
+
+def _minimum(specifier: str) -> str:
+    (floor,) = [spec.version for spec in SpecifierSet(specifier) if spec.operator == ">="]
+    return floor
+
+
+def test_floors_run_on_the_oldest_python_the_readme_and_pyproject_promise():
+    # A regex, not tomllib: the floors environment runs these tests on Python 3.10, which has no tomllib.
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    requires_python = re.search(r'^requires-python\s*=\s*"([^"]+)"', pyproject, re.MULTILINE).group(1)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    promised = set(re.findall(r"Python (\d+\.\d+) 以上", readme)) | set(re.findall(r"Python ≥ (\d+\.\d+)", readme))
+    floors_python = platform_matrix.PLATFORMS["floors"][0]
+    assert promised == {_minimum(requires_python)} == {floors_python}, (promised, requires_python, floors_python)
+    torch = Requirement(platform_matrix.PLATFORMS["floors"][1])
+    assert torch.specifier == SpecifierSet(f"=={Version(platform_matrix.floor(RUNTIME['torch']))}"), torch
+
+
+def test_the_weekly_workflow_runs_each_environment_on_the_tools_python():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "platform-matrix.yml").read_text(encoding="utf-8"))
+    include = workflow["jobs"]["matrix"]["strategy"]["matrix"]["include"]
+    assert {row["environment"]: row["python"] for row in include} == {
+        name: python for name, (python, _) in platform_matrix.PLATFORMS.items()}
+    assert len(include) == len(platform_matrix.PLATFORMS)
+
+
+def test_interpreter_asks_pyenv_for_the_minor_version(monkeypatch):
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="/opt/pyenv/versions/2.7.18\n", stderr="")
+
+    monkeypatch.setitem(platform_matrix.PLATFORMS, "floors", ("2.7", "torch==2.4.0"))  # never the running Python
+    monkeypatch.setattr(platform_matrix.shutil, "which", lambda name: "/usr/bin/pyenv")
+    monkeypatch.setattr(platform_matrix.subprocess, "run", fake_run)
+    assert platform_matrix.interpreter("floors", {}) == "/opt/pyenv/versions/2.7.18/bin/python"
+    assert calls == [["pyenv", "prefix", "2.7"]]  # no hand-kept map of patch versions

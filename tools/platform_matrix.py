@@ -41,14 +41,14 @@ REQUIREMENTS = ROOT / "requirements.txt"
 SPLIT = "# --- tests and tooling"  # utils.setup.REQUIREMENTS_SPLIT; repeated so the tool runs without the course installed
 COLAB_CONSTRAINTS = ROOT / "constraints" / "colab-2026-08.txt"
 KAGGLE_CONSTRAINTS = ROOT / "constraints" / "kaggle-2026-08.txt"
-# Each environment's Python (a version: found with `pyenv prefix`, or given with --python) and torch requirement.
+# Each environment's Python (a minor version: `pyenv prefix 3.10` finds its newest installed patch, or give it with
+# --python) and torch requirement. The weekly workflow's matrix repeats the Python versions; a test holds them equal.
 PLATFORMS = {
-    "floors": ("3.11", "torch==2.4.0"),         # the oldest Python the README promises, torch's floor
+    "floors": ("3.10", "torch==2.4.0"),         # the oldest Python the README promises, torch's floor (has cp310 wheels)
     "colab-2026-08": ("3.13", "torch==2.11.0"),  # Colab: Python 3.13, torch 2.11.0+cu128 (PyPI's runs on a CPU)
     "kaggle": ("3.12", "torch==2.10.0"),         # Kaggle: Colab's image of 2026-05-14, Python 3.12
     "newest": ("3.13", "torch"),
 }
-PYENV = {"3.12": "3.12.1", "3.13": "3.13.0"}  # the pyenv versions installed on the course's build machine
 ENVIRONMENTS = tuple(PLATFORMS)
 REPORTED = ("torch", "diffusers", "datasets", "huggingface_hub", "accelerate", "ipywidgets", "numpy", "pyarrow",
             "matplotlib", "mlxtend")
@@ -118,13 +118,14 @@ def install_arguments(name: str, workdir: Path) -> list[str]:
 
 
 def interpreter(name: str, given: dict[str, str], current: str = sys.executable) -> str:
-    """The Python for an environment: --python NAME=PATH, else pyenv's install of its version, else this one."""
+    """The Python for an environment: --python NAME=PATH, else this interpreter if its minor version is the
+    environment's, else pyenv's newest installed patch of that version."""
     if name in given:
         return given[name]
     version = PLATFORMS[name][0]
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return current
-    found = subprocess.run(["pyenv", "prefix", PYENV.get(version, version)], capture_output=True, text=True) \
+    found = subprocess.run(["pyenv", "prefix", version], capture_output=True, text=True) \
         if shutil.which("pyenv") else None
     if found is None or found.returncode != 0:
         raise SystemExit(f"{name} needs Python {version}: give --python {name}=/path/to/python{version}")
