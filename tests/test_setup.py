@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 from utils import setup
 
 ROOT = Path(__file__).resolve().parent.parent
+CHECK_TORCH = setup.check_torch  # the course fixture replaces it with a stand-in
 
 
 def requirements(*lines):
@@ -142,29 +143,93 @@ def test_a_failed_pip_run_shows_the_end_of_pips_own_output(monkeypatch, capsys):
     assert "line 11" in shown and "line 10\n" not in shown  # its last 30 lines
 
 
-def fake_torch(version, cuda=None):
-    """A stand-in torch: ``cuda`` None (no GPU), True (a GPU that works) or False (a GPU the build cannot run)."""
+DRIVER_TOO_OLD = "The NVIDIA driver on your system is too old (found version 11040)."
+CUDA_QUERIES = ["is_available", "get_device_name", "get_device_capability", "get_arch_list", "first operation"]
+
+
+def fake_torch(version, cuda=None, failing=None):
+    """A stand-in torch: ``cuda`` None (no GPU), True (a GPU that works) or False (a GPU the build cannot run: its
+    first operation fails); ``failing`` names the CUDA query (or "first operation") that raises as a driver that is
+    too old does."""
+    def query(name, answer):
+        def call(*args, **kwargs):
+            if name == failing:
+                raise RuntimeError(DRIVER_TOO_OLD)
+            return answer
+        return call
+
     def ones(*args, device=None):
+        if device == "cuda" and failing == "first operation":
+            raise RuntimeError(DRIVER_TOO_OLD)
         if device == "cuda" and cuda is False:
             raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
         return SimpleNamespace(add_=lambda value: SimpleNamespace(item=lambda: 2.0))
 
-    return SimpleNamespace(__version__=version, ones=ones,
-                           cuda=SimpleNamespace(is_available=lambda: cuda is not None,
-                                                get_device_name=lambda *args: "Tesla P100-PCIE-16GB"))
+    cuda_module = SimpleNamespace(is_available=query("is_available", cuda is not None),
+                                  get_device_name=query("get_device_name", "Tesla P100-PCIE-16GB"),
+                                  get_device_capability=query("get_device_capability", (6, 0)),
+                                  get_arch_list=query("get_arch_list", ["sm_60", "sm_70", "sm_80"]))
+    return SimpleNamespace(__version__=version, ones=ones, cuda=cuda_module, version=SimpleNamespace(hip=None))
+
+
+@pytest.fixture
+def fresh_cuda_check():
+    """cuda_problem answers once per process: each test asks its own stand-in torch."""
+    setup.cuda_problem.cache_clear()
+    yield
+    setup.cuda_problem.cache_clear()
 
 
 @pytest.mark.parametrize(("version", "cuda", "expected"), [
     ("2.13.0+cpu", None, []),
     ("2.11.0+cu128", True, []),
     ("2.1.0", None, ["torch 2.1.0 は古すぎます", "torch>=2.4 が必要です"]),
-    ("2.13.0+cu130", False, ["Tesla P100-PCIE-16GB", "RuntimeError", "CPU で実行します", "P100 ではなく T4"]),
+    ("2.13.0+cu130", False, ["Tesla P100-PCIE-16GB", "RuntimeError", "CPU（とクイックモード）で実行します",
+                             "P100 ではなく T4"]),
 ])
-def test_torch_is_checked_for_its_version_and_for_a_gpu_it_cannot_run(monkeypatch, capsys, version, cuda, expected):
+def test_torch_is_checked_for_its_version_and_for_a_gpu_it_cannot_run(monkeypatch, capsys, fresh_cuda_check, version,
+                                                                      cuda, expected):
     monkeypatch.setitem(sys.modules, "torch", fake_torch(version, cuda))
     setup.check_torch(Requirement("torch>=2.4"))
     out = capsys.readouterr().out
     assert all(text in out for text in expected) and bool(out) == bool(expected), out
+
+
+@pytest.mark.parametrize("failing", CUDA_QUERIES)
+def test_the_setup_cell_survives_a_gpu_that_claims_to_be_there_but_cannot_start(monkeypatch, capsys, course,
+                                                                                 fresh_cuda_check, failing):
+    """A driver that is too old, a build without CUDA: whichever CUDA query raises, the setup cell ends with the
+    Japanese one-line message (the CPU and quick mode), not a traceback."""
+    monkeypatch.setitem(sys.modules, "torch", fake_torch("2.11.0+cu128", True, failing))
+    monkeypatch.setattr(setup, "check_torch", CHECK_TORCH)  # the fixture's stand-in: use the real check here
+    course["versions"]["coursefake"] = "3.0"
+    assert setup.ensure_packages(course["root"]) == []
+    out = capsys.readouterr().out.replace("必要なパッケージはそろっています。\n", "")
+    assert out.count("\n") == 1 and out.startswith("⚠️ ") and out.endswith("CPU（とクイックモード）で実行します。\n"), out
+    assert f"RuntimeError: {DRIVER_TOO_OLD}" in out
+    if failing == "first operation":
+        assert "GPU（Tesla P100-PCIE-16GB）で小さな計算が失敗しました" in out
+    else:
+        assert "初期化できませんでした" in out and "NVIDIA ドライバーが古くないか" in out
+    assert setup.cuda_problem() == out[3:-len("。CPU（とクイックモード）で実行します。\n")]
+    assert capsys.readouterr().out == "", "asked again (get_device in setup_course), it answers without a second line"
+
+
+def test_the_setup_cell_and_the_course_share_one_cuda_check(monkeypatch, capsys, fresh_cuda_check):
+    import torch
+
+    from utils import environment
+
+    def driver_too_old(*args):
+        raise RuntimeError(DRIVER_TOO_OLD)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", driver_too_old)
+    setup.check_torch(Requirement("torch>=2.4"))
+    assert "初期化できませんでした" in capsys.readouterr().out
+    assert environment.cuda_problem is setup.cuda_problem
+    assert environment.get_device().type in {"cpu", "mps"} and environment.is_quick_mode({}) is True
+    assert capsys.readouterr().out == "", "the message is printed once, by the setup cell"
 
 
 def test_the_module_imports_without_packaging_torch_or_the_course_packages():

@@ -6,7 +6,6 @@ import functools
 import os
 import platform as _platform
 import random
-import re
 import socket
 import sys
 import threading
@@ -14,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+# The CUDA guard lives in utils/setup.py (the bottom layer) so the notebooks' setup cell uses the same check
+from .setup import cuda_arch_supported as cuda_arch_supported
+from .setup import cuda_problem as cuda_problem
+from .setup import error_summary as error_summary
 
 PLATFORM_NAMES = {
     "colab": "Google Colab",
@@ -24,7 +28,6 @@ PLATFORM_NAMES = {
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_KAGGLE_HINT = "Kaggle では GPU に P100 ではなく T4 を選んでください"
 
 
 def detect_platform(environ=None) -> str:
@@ -39,59 +42,6 @@ def detect_platform(environ=None) -> str:
     if "studio-lab-user" in env.get("HOME", "") or env.get("USER") == "studio-lab-user":
         return "studiolab"
     return "local"
-
-
-def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
-    """True when a build compiled for ``arch_list`` (torch.cuda.get_arch_list()) runs on a GPU of ``capability``.
-
-    A cubin for sm_XY runs on the same major version with an equal or higher minor; PTX (compute_XY) is
-    compiled just in time for any newer GPU.
-    """
-    for arch in arch_list:
-        kind, _, number = arch.partition("_")
-        digits = re.match(r"\d+", number)
-        if digits is None or len(digits.group()) < 2:
-            continue
-        built = (int(digits.group()[:-1]), int(digits.group()[-1]))
-        if (kind == "sm" and built[0] == capability[0] and built[1] <= capability[1]) or (
-                kind == "compute" and built <= tuple(capability)):
-            return True
-    return False
-
-
-@functools.cache
-def cuda_problem() -> str | None:
-    """None when CUDA is available and works; '' when there is no GPU; otherwise why not (printed once, Japanese).
-
-    ``torch.cuda.is_available() == True`` does not promise a working GPU: a GPU the installed build was not compiled
-    for (a Kaggle P100 with a cu128 torch) fails on its first kernel, and a driver that is too old, a build without
-    CUDA or a device that fails at initialisation raise from the first query. Every query runs inside this guard:
-    the device's name, capability and the build's architectures, then one tiny operation.
-    """
-    gpu, kernel = "GPU", False
-    try:
-        if not torch.cuda.is_available():
-            return ""
-        device_name = torch.cuda.get_device_name(0)
-        gpu = f"GPU（{device_name}）"
-        capability = tuple(torch.cuda.get_device_capability(0))
-        arch_list = torch.cuda.get_arch_list()
-        if getattr(torch.version, "hip", None) is None and arch_list and not cuda_arch_supported(capability, arch_list):
-            problem = (f"GPU（{device_name}、compute capability {capability[0]}.{capability[1]}）は、入っている torch "
-                       f"{torch.__version__}（対応: {' '.join(arch_list)}）では動きません。{_KAGGLE_HINT}")
-        else:
-            kernel = True
-            torch.ones(1, device="cuda").add_(1).item()  # the first kernel launch is where an unsupported GPU fails
-            problem = None
-    except Exception as error:  # noqa: BLE001 - whatever CUDA raises, the course runs on the CPU instead
-        if kernel:
-            problem = f"{gpu}で小さな計算が失敗しました（{error_summary(error)}）。{_KAGGLE_HINT}"
-        else:
-            problem = (f"{gpu}があると報告されましたが、初期化できませんでした（{error_summary(error)}）。"
-                       "NVIDIA ドライバーが古くないか、torch が CUDA 版かを確かめてください")
-    if problem:
-        print(f"⚠️ {problem}。CPU（とクイックモード）で実行します。")
-    return problem
 
 
 def cuda_usable() -> bool:
@@ -187,12 +137,6 @@ def is_online(timeout: float = 2.0, environ=None) -> bool:
     if offline_requested(environ):
         return False
     return _probe_hub(*hub_address(environ), timeout)
-
-
-def error_summary(error: BaseException, limit: int = 200) -> str:
-    """'ErrorType: first line of the message', short enough for a notebook output."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:limit]}" if lines else type(error).__name__
 
 
 def library_versions() -> dict[str, str]:
