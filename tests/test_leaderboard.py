@@ -134,6 +134,22 @@ def test_a_verified_entry_ranks_by_its_verified_fid_and_a_disagreement_is_flagge
     assert rows[1][5] == "3 ⚠ 自己申告と不一致"  # ranked by what its weights actually give
 
 
+def test_a_hub_entry_that_fails_verification_is_shown_but_not_ranked_on_its_own_number(tmp_path):
+    run(tmp_path / "honest", 0, 1.0, command=BASE + " --a")
+    hostile = run(tmp_path / "hub" / "mallory--boast", 0, 0.01, sampler="no-such-sampler", command=BASE + " --b")
+    (hostile.parent / "entry.json").write_text(json.dumps({"repo_id": "mallory/boast", "revision": "abc123"}))
+    loaded = load_recipes([tmp_path])
+    logged = []
+    assert hub_entries.verify(tmp_path / "hub", loaded, log=logged.append) == 1  # refused before any download
+    assert "is not one of the course's" in logged[0]
+    rows = table_rows(leaderboard_markdown(load_recipes([tmp_path])))
+    assert [(row[0], row[1]) for row in rows] == [("| 1", "honest"), (f"| {MISSING}", "[mallory/boast]"
+                                                                      "(https://huggingface.co/mallory/boast)")]
+    assert rows[1][2] == MISSING and rows[1][5] == "未検証のため順位なし（自己申告 0.01）"
+    summary = table_rows(leaderboard.summary_markdown(load_recipes([tmp_path])))
+    assert [row[1] for row in summary] == ["honest"]  # the top five are ranked rows only
+
+
 def test_rgb_entries_get_their_own_unranked_table(tmp_path):
     butterflies = write_recipe(tmp_path / "butterflies", dataset="huggan/smithsonian_butterflies_subset",
                                model_size="UNet2DModel", num_parameters=18_500_000, device="cuda", train_minutes=30.0,

@@ -97,10 +97,12 @@ def is_mnist(recipe: dict) -> bool:
 
 
 def score(recipe: dict, metric: str = "fid") -> float | None:
-    """The figure an entry is ranked by: the verified one when the leaderboard re-scored the weights, else the
-    self-reported one (None when neither is a finite number)."""
+    """The figure an entry is ranked by (None when it has no finite one): for an entry collected from the Hub only
+    the verified one, since anyone can publish a number and make its verification fail; for a committed entry
+    (reviewed in a pull request) the verified one when there is one, else the self-reported one."""
     verified = (recipe.get("_verified") or {}).get(metric)
-    value = verified if isinstance(verified, (int, float)) else (recipe.get("metrics") or {}).get(metric)
+    value = verified if isinstance(verified, (int, float)) or recipe.get("_hub") \
+        else (recipe.get("metrics") or {}).get(metric)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         return None
     return float(value)
@@ -228,8 +230,8 @@ def _measurement_spread(variant: Variant, metric: str) -> float | None:
 def rank_recipes(entries: list[dict], metric: str = "fid") -> tuple[list[Row], float | None, int]:
     """The recipes of ``entries`` best first, ranked with shared ranks for rows that cannot be told apart.
 
-    Returns (rows, pooled seed spread of log FID, its degrees of freedom). Rows without the metric come last,
-    unranked.
+    Returns (rows, pooled seed spread of log FID, its degrees of freedom). Rows without the metric (among them the
+    Hub entries not verified yet) come last, unranked.
     """
     rows = [Row(group, _variants(group, metric)) for group in _union_find(entries)]
     spread, dof = pooled_seed_spread(rows)
