@@ -130,8 +130,9 @@ def test_a_verified_entry_ranks_by_its_verified_fid_and_a_disagreement_is_flagge
     loaded = load_recipes(paths)
     assert loaded[0]["_hub"] == {"repo_id": "someone/honest", "revision": "abc123", "grid": "samples/final.png"}
     rows = table_rows(leaderboard_markdown(loaded))
-    assert rows[0][1] == "[someone/honest](https://huggingface.co/someone/honest)" and rows[0][5] == "1.02 ✓"
-    assert rows[1][5] == "3 ⚠ 自己申告と不一致"  # ranked by what its weights actually give
+    assert rows[0][1] == "[someone/honest](https://huggingface.co/someone/honest)"
+    assert rows[0][5] == "1.02 ✓（自己申告 1）"  # the two numbers side by side
+    assert rows[1][5] == "3 ⚠ 不一致（自己申告 0.3）"  # ranked by what its weights actually give
 
 
 def test_a_hub_entry_that_fails_verification_is_shown_but_not_ranked_on_its_own_number(tmp_path):

@@ -261,12 +261,12 @@ def _verification(row: Row) -> str:
     parts = []
     for entry in hub:
         verified = entry.get("_verified") or {}
+        reported = f"（自己申告 {_number(metric_value(entry, 'fid'))}）"
         if "fid" not in verified:  # a Hub entry ranks only on what its weights give
-            parts.append(f"未検証のため順位なし（自己申告 {_number(metric_value(entry, 'fid'))}）")
-        elif verified.get("agrees") is False:
-            parts.append(f"{_number(verified['fid'])} ⚠ 自己申告と不一致")
+            parts.append(f"未検証のため順位なし{reported}")
         else:
-            parts.append(f"{_number(verified['fid'])} ✓")
+            mark = "⚠ 不一致" if verified.get("agrees") is False else "✓"
+            parts.append(f"{_number(verified['fid'])} {mark}{reported}")
     return ", ".join(parts)
 
 
@@ -328,9 +328,9 @@ def reading_notes(rows: list[Row], spread: float | None, dof: int) -> list[str]:
 
 def verification_notes(recipes: list[dict]) -> list[str]:
     notes = ["「Hub での検証」は、Hub に公開された重み（safetensors）を `--verify` がダウンロードし、記録どおりのサンプラー・"
-             "ステップ数・ガイド・シードで生成し直して、同じ指標で測った FID です。自己申告の FID との差が、両方の評価の揺れ"
-             "（生成した画像のブートストラップによる標準偏差）を合わせた値の 3 倍を超えると「⚠ 自己申告と不一致」と表示"
-             "します。Hub から集めたエントリーは、検証できるまで順位を付けません（「未検証のため順位なし」）。自己申告の数字は"
+             "ステップ数・ガイド・シードで生成し直して、同じ指標で測った FID です。かっこの中に自己申告の FID を並べ、2 つの差が、"
+             "両方の評価の揺れ（生成した画像のブートストラップによる標準偏差）を合わせた値の 3 倍を超えると「⚠ 不一致」と"
+             "表示します。Hub から集めたエントリーは、検証できるまで順位を付けません（「未検証のため順位なし」）。自己申告の数字は"
              "だれでも書けるからです。このリポジトリにある記録は重みを含まないので「未検証」ですが、プルリクエストで"
              "確認してから加えたものなので、自己申告の FID で順位を付けます。"]
     failed = [f"{e['_hub']['repo_id']}: {(e.get('_verified') or {}).get('note')}" for e in recipes
