@@ -28,10 +28,23 @@ def test_colab_versions_are_inside_the_ranges_so_the_setup_cell_keeps_them():
     assert {"numpy", "pyarrow", "pandas", "safetensors", "transformers"} <= set(pins)
     for name, version in pins.items():
         if name.lower().replace("_", "-") not in RUNTIME:
-            continue  # transformers, pandas: pinned for the matrix, not requirements of the course
+            continue  # transformers, pandas, pillow, scipy …: pinned for the matrix, not requirements of the course
         requirement = RUNTIME[name.lower().replace("_", "-")]
         assert requirement.specifier.contains(version), f"Colab ships {name} {version}, outside {requirement}"
     assert Version(pins["ipywidgets"]) < Version("8"), "the constraints must keep Colab's ipywidgets 7.7"
+
+
+@pytest.mark.parametrize("path", [platform_matrix.COLAB_CONSTRAINTS, platform_matrix.KAGGLE_CONSTRAINTS],
+                         ids=["colab", "kaggle"])
+def test_constraints_pin_what_the_course_imports_and_its_requirements_talk_through(path):
+    pins = platform_matrix.read_constraints(path)
+    imported = {"pillow", "packaging", "ipython"}  # PIL, packaging, IPython.display: imported by utils and notebooks
+    stack = {"fsspec", "requests", "httpx", "scipy", "scikit-learn"}  # datasets/huggingface_hub I/O, mlxtend's needs
+    # torch: PLATFORMS names it; matplotlib-fontja: no platform ships it
+    assert set(RUNTIME) - {"torch", "matplotlib-fontja"} <= {name.lower().replace("_", "-") for name in pins}
+    assert imported | stack <= set(pins), (imported | stack) - set(pins)
+    text = path.read_text(encoding="utf-8")
+    assert re.search(r"commit [0-9a-f]{7} \(\d{4}-\d{2}-\d{2}", text), "cite the source's commit and date"
 
 
 def test_ranges_keep_fresh_installs_off_mlxtends_upgrade_cascade():
