@@ -1,6 +1,7 @@
 """The training step of unit1/train_unconditional.py (loss, Min-SNR, scaling and flips) and its helpers in
 utils.training and utils.checkpoints (EMA, data sharding, model sizes, checkpoints)."""
 
+import argparse
 import json
 from types import SimpleNamespace
 
@@ -157,7 +158,48 @@ def test_check_settings_names_the_option_its_range_and_the_usual_value():
         with pytest.raises(ConfigError) as error:
             check_settings(SimpleNamespace(**{**vars(good), name: value}))
         assert str(error.value).startswith(message)
-    assert set(SETTING_BOUNDS) <= set(vars(script.parse_args([]))), "the table names options the script lacks"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--use_ema", "--ema_min_decay", "1"], "--ema_min_decay must be at least 0 and below 1, got 1 (0 is the usual "
+                                            "value; at 1 the EMA never moves)."),
+    (["--guide_interval", "0", "1001"], "--guide_interval LO HI needs 0 <= LO <= HI <= --ddpm_num_steps 1000, got 0 "
+                                        "1001."),
+    (["--ddpm_num_steps", "100", "--num_inference_steps", "10", "--guide_interval", "50", "500"],
+     "--guide_interval LO HI needs 0 <= LO <= HI <= --ddpm_num_steps 100, got 50 500."),
+    (["--max_train_steps", "10", "--guide_step", "10", "--guidance_scale", "2"],
+     "--guide_step 10 must come before the last of the 10 optimizer steps: the guide is an earlier, weaker state of "
+     "the model. Choose a smaller --guide_step"),
+])
+def test_settings_between_options_are_checked_up_front(extra, message):
+    args = script.parse_args(extra)
+    args.guide_interval = None if args.guide_interval is None else tuple(args.guide_interval)
+    with pytest.raises(ConfigError) as error:
+        check_settings(args)
+    assert str(error.value).startswith(message), error.value
+
+
+def test_settings_at_the_edge_of_their_range_pass():
+    args = script.parse_args(["--use_ema", "--ema_min_decay", "0.999", "--ema_max_decay", "1", "--guide_interval", "0",
+                              "1000", "--max_train_steps", "10", "--guide_step", "9", "--guidance_scale", "2"])
+    check_settings(args)
+    check_settings(script.parse_args(["--guide_step", "500"]))  # without --max_train_steps: checked once data is in
+
+
+def test_every_numeric_option_of_the_script_has_a_range(monkeypatch):
+    """Each int or float option of the script's parser (without choices, which argparse checks itself) is in
+    SETTING_BOUNDS, so a new numeric option without a range fails here; and the table names only such options."""
+    parsers = []
+    parse = argparse.ArgumentParser.parse_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
+                        lambda self, *args, **kwargs: parsers.append(self) or parse(self, *args, **kwargs))
+    script.parse_args([])
+    (parser,) = parsers
+    numeric = {action.dest for action in parser._actions if action.type in (int, float) and action.choices is None}
+    assert {"learning_rate", "max_train_steps", "guide_interval"} <= numeric, "the test no longer sees the options"
+    assert not numeric - set(SETTING_BOUNDS), f"no range in SETTING_BOUNDS for {sorted(numeric - set(SETTING_BOUNDS))}"
+    assert not set(SETTING_BOUNDS) - numeric, f"SETTING_BOUNDS names {sorted(set(SETTING_BOUNDS) - numeric)}, which " \
+                                              "are not numeric options of the script"
 
 
 def test_settings_used_by_names_what_a_library_refused_and_lets_other_errors_through():

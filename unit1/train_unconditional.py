@@ -250,9 +250,8 @@ def set_up(args, argv=()) -> Run:
     if max_steps < 1:
         raise ConfigError(f"One epoch has {len(batches)} batch(es) per process, fewer than "
                           f"--gradient_accumulation_steps {accumulation}: train longer or accumulate less.")
-    if args.guide_step is not None and args.guide_step >= max_steps:
-        raise ConfigError(f"--guide_step {args.guide_step} must come before the last of the {max_steps} optimizer "
-                          "steps: the guide is an earlier, weaker state of the model.")
+    if args.guide_step is not None and args.guide_step >= max_steps:  # up front only with --max_train_steps
+        raise ConfigError(training.guide_step_too_late(args.guide_step, max_steps))
 
     # Model, noise schedule, loss weights, EMA, optimizer and learning-rate schedule.
     set_seed(args.seed)

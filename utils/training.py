@@ -98,7 +98,7 @@ SETTING_BOUNDS = {
     "adam_weight_decay": Bounds(0, hint="0: no weight decay"),
     "max_grad_norm": Bounds(0, hint="0: no clipping"),
     "ema_max_decay": Bounds(0, 1, hint="0.9999 is the usual value"),
-    "ema_min_decay": Bounds(0, 1, hint="0 is the usual value"),
+    "ema_min_decay": Bounds(0, 1, high_open=True, hint="0 is the usual value; at 1 the EMA never moves"),
     "ema_power": Bounds(0, low_open=True, hint="0.75 for long runs, 2/3 for short ones"),
     "ema_inv_gamma": Bounds(0, low_open=True, hint="1 is the usual value"),
     "snr_gamma": Bounds(0, low_open=True, hint="5 is the usual value; leave it out for the plain unweighted loss"),
@@ -129,12 +129,21 @@ def check_setting_rules(args) -> None:
     if args.num_inference_steps > args.ddpm_num_steps:
         raise ConfigError(f"--num_inference_steps {args.num_inference_steps} is more than the model's "
                           f"--ddpm_num_steps {args.ddpm_num_steps} timesteps: sample in at most that many steps.")
-    if args.guide_interval is not None and not args.guide_interval[0] <= args.guide_interval[1]:
-        raise ConfigError(f"--guide_interval LO HI needs 0 <= LO <= HI, got {args.guide_interval[0]:g} "
-                          f"{args.guide_interval[1]:g}.")
+    if args.guide_interval is not None and not args.guide_interval[0] <= args.guide_interval[1] <= args.ddpm_num_steps:
+        raise ConfigError(f"--guide_interval LO HI needs 0 <= LO <= HI <= --ddpm_num_steps {args.ddpm_num_steps}, got "
+                          f"{args.guide_interval[0]:g} {args.guide_interval[1]:g}.")
     if args.guidance_scale != 1 and args.guide_step is None:
         raise ConfigError(f"--guidance_scale {args.guidance_scale:g} needs a guide: add --guide_step N, e.g. a "
                           "fifth of the training steps.")
+    if args.guide_step is not None and args.max_train_steps is not None and args.guide_step >= args.max_train_steps:
+        raise ConfigError(guide_step_too_late(args.guide_step, args.max_train_steps))
+
+
+def guide_step_too_late(guide_step: int, max_steps: int) -> str:
+    """The message for a --guide_step at or after the last optimizer step (checked up front with --max_train_steps,
+    else once the data has set the number of steps)."""
+    return (f"--guide_step {guide_step} must come before the last of the {max_steps} optimizer steps: the guide "
+            "is an earlier, weaker state of the model. Choose a smaller --guide_step, e.g. a fifth of the steps.")
 
 
 def check_snr_gamma(snr_gamma: float | None, prediction_type: str = "epsilon", snr_plus_one: bool = False) -> None:
