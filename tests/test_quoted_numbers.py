@@ -109,6 +109,42 @@ def test_the_first_screen_of_the_unit_page_opens_notebook_01_in_colab():
     assert f"{GITHUB_REPO}/blob/{BRANCH}/{notebook}" in links and (ROOT / notebook).is_file()
 
 
+COLAB_LAUNCH = '!cd "{COURSE_ROOT}" && accelerate launch unit1/train_unconditional.py '
+COMMAND_PAGES = ("unit1/README.md", "unit1/TRAINING.md", "unit1/leaderboard/README.md",
+                 "unit1/01_introduction_to_diffusers.ipynb")
+
+
+def test_the_colab_commands_run_from_the_course_folder_and_are_complete():
+    """A notebook cell's working folder on Colab is /content, and the setup cell clones the course into
+    /content/<repository name> (COURSE_ROOT) without changing folder: a command that names unit1/... has to move there
+    first. The commands are written out in full: the MNIST one is the top recipe's command with the learner's own
+    output folder and --push_to_hub, the butterfly one is TRAINING.md's one-GPU command with the upload flags."""
+    from tools import sync_course
+
+    setup = sync_course.setup_cell_source()
+    folder = GITHUB_REPO.split("/")[1]
+    assert f'COURSE_ROOT = Path.cwd() / "{folder}"' in setup and "os.chdir" not in setup
+    top = shlex.split(recipe(TOP)["command"])
+    assert top[:2] == ["python", "unit1/train_unconditional.py"]
+    mnist = top[2:top.index("--output_dir") + 1] + ["outputs/my-mnist-recipe", "--push_to_hub"]
+    assert "--resume_from_checkpoint" not in mnist
+    one_gpu = re.search(r"### GPU 1 枚で\n\n```bash\n(python unit1/train_unconditional.py .*?)\n```",
+                        page("unit1/TRAINING.md"), re.S).group(1)
+    butterflies = shlex.split(one_gpu.replace("\\\n", " "))[2:] + ["--push_to_hub", "--hub_model_id", "my-butterflies-64"]
+    found = 0
+    for path in COMMAND_PAGES:
+        text = page(path)
+        assert not re.search(r"!(accelerate launch|python) unit1/", text), f"{path}: a Colab command without cd"
+        for line in re.findall(r"^ *(!cd .*)$", text, re.M):
+            assert line.startswith(COLAB_LAUNCH) and "..." not in line and "…" not in line, (path, line)
+            args = shlex.split(line[len(COLAB_LAUNCH):])
+            assert args == (mnist if "--dataset_name" in args else butterflies), (path, line)
+            found += 1
+        if "/content/" in text:
+            assert f"/content/{folder}）" in text and "/content/" not in text.replace(f"/content/{folder}）", ""), path
+    assert found == 4  # unit1/README, TRAINING (butterflies), the leaderboard page and notebook 01
+
+
 def test_training_md_quotes_the_recipes_and_the_sampler_comparison():
     text = page("unit1/TRAINING.md")
     seed0, seed1 = guidance_gain().split("、")
