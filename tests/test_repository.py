@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,36 @@ def test_setup_cell_installs_only_runtime_requirements():
     assert not any("torchvision" in line for line in requirements)  # it does not import beside the CPU torch
 
 
+def find_tool(name: str) -> str | None:
+    """``name`` on PATH, else among the scripts of the running interpreter's environment, so that
+    `.venv/bin/python -m pytest` finds the venv's tools without an activated venv: sysconfig's scripts folder, the
+    interpreter's own folder, then the user scripts folder (``pip install --user``)."""
+    folders = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent),
+               sysconfig.get_path("scripts", sysconfig.get_preferred_scheme("user"))]
+    return shutil.which(name) or next((found for folder in folders if (found := shutil.which(name, path=folder))),
+                                      None)
+
+
+@pytest.mark.parametrize("beside", ["the interpreter", "the scripts folder"])
+def test_a_tool_is_found_beside_the_running_interpreter_with_an_empty_path(tmp_path, monkeypatch, beside):
+    folder, elsewhere = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
+    folder.mkdir(parents=True)
+    tool = folder / "actionlint"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    get_path = sysconfig.get_path
+    scripts = str(folder if beside == "the scripts folder" else elsewhere)
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *args, **kwargs: scripts if name == "scripts"
+                        else get_path(name, *args, **kwargs))
+    monkeypatch.setattr(sys, "executable", str((folder if beside == "the interpreter" else elsewhere) / "python"))
+    monkeypatch.setenv("PATH", "")
+    assert find_tool("actionlint") == str(tool)
+    tool.unlink()
+    assert find_tool("actionlint") is None
+
+
 def test_workflows_pass_actionlint():
-    # also next to the running interpreter: `.venv/bin/python -m pytest` without activating the venv
-    binary = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
+    binary = find_tool("actionlint")
     assert binary, "actionlint is missing: pip install -r requirements.txt"
     result = subprocess.run([binary, "-no-color"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
