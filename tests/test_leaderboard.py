@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -312,6 +313,62 @@ def test_verification_uses_the_entrys_own_settings_and_refuses_unknown_ones():
                            ({"network_evaluations": 10**6}, "more than 2000")):
         with pytest.raises(hub_entries.EntrySkipped, match=reason):
             hub_entries.verification_settings({**recipe, **change})
+
+
+class RepositoryNotFoundError(Exception):
+    """Named like huggingface_hub's: collect() tells a repo that is gone by the error's name."""
+
+
+def collected_entry(hub_dir, repo_id, revision="r1", verified=None):
+    folder = hub_dir / hub_entries.folder_name(repo_id)
+    run(folder, 0, 1.0, command=BASE + f" --{folder.name}")
+    (folder / "entry.json").write_text(json.dumps({"repo_id": repo_id, "revision": revision, "verified": verified}))
+    return folder
+
+
+def test_a_hub_error_keeps_the_collected_entry_and_a_gone_repo_removes_it(tmp_path, monkeypatch):
+    verified = {"revision": "r1", "fid": 1.0, "fid_std": 0.1, "agrees": True}
+    flaky = collected_entry(tmp_path, "someone/flaky", verified=verified)
+    gone = collected_entry(tmp_path, "someone/gone", verified=verified)
+    errors = {"someone/flaky": OSError("503 Server Error: Service Unavailable"),
+              "someone/gone": RepositoryNotFoundError("404"), "someone/new": OSError("Read timed out")}
+
+    def fetch(api, info):
+        raise errors[info.id]
+
+    monkeypatch.setattr(hub_entries, "fetch_entry", fetch)
+    api = SimpleNamespace(list_models=lambda **query: [SimpleNamespace(id=repo) for repo in errors])
+    logged = []
+    skipped = hub_entries.collect(tmp_path, api=api, log=logged.append)
+    assert json.loads((flaky / "entry.json").read_text())["verified"] == verified  # kept, with its verification
+    assert not gone.exists() and "removed someone--gone: skipped this time (see above)" in logged
+    assert not any("no longer listed" in line for line in logged)
+    assert skipped == ["someone/gone: gone or closed since it was listed (RepositoryNotFoundError)",
+                       "someone/new: could not be read (OSError: Read timed out)"]
+    collection = json.loads((tmp_path / "collection.json").read_text())
+    assert collection["entries"] == 1 and collection["stale"][0].startswith("someone/flaky: could not be read")
+    assert "うち 1 件は今回読み込めなかったので前回の内容のまま" in leaderboard.collection_note(collection)
+
+
+def test_only_a_final_verification_failure_is_cached_by_revision(tmp_path, monkeypatch):
+    refused = collected_entry(tmp_path, "someone/refused")
+    (refused / "recipe.json").write_text((refused / "recipe.json").read_text().replace('"ddpm"', '"no-such"'))
+    collected_entry(tmp_path, "someone/unlucky")
+
+    def repo_files(api, repo_id, revision):
+        raise OSError("Connection reset by peer")
+
+    monkeypatch.setattr(hub_entries, "repo_files", repo_files)
+    logged = []
+    assert hub_entries.verify(tmp_path, load_recipes([tmp_path]), api=object(), log=logged.append) == 2
+    unlucky = json.loads((tmp_path / "someone--unlucky" / "entry.json").read_text())["verified"]
+    assert unlucky["retry"] is True and "Connection reset" in unlucky["note"]
+    assert "retry" not in json.loads((refused / "entry.json").read_text())["verified"]
+    assert "someone/unlucky: not verified: OSError: Connection reset by peer（次の集計でもう一度試します）" in \
+        leaderboard_markdown(load_recipes([tmp_path]))
+    logged.clear()  # the next run tries the network failure again, not the refused sampler
+    assert hub_entries.verify(tmp_path, load_recipes([tmp_path]), api=object(), log=logged.append) == 1
+    assert logged[0].startswith("verified someone/unlucky@")
 
 
 # ---------------------------------------------------------------- what the leaderboard reads

@@ -39,6 +39,11 @@ class EntrySkipped(Exception):
     """An entry the leaderboard does not take; the message is the one-line reason."""
 
 
+class TryLater(EntrySkipped):
+    """A verification that failed for a reason of this machine or this moment (a metric or data set not available
+    here), not of the entry: it is not cached, the next run tries again."""
+
+
 def folder_name(repo_id: str) -> str:
     return repo_id.replace("/", "--")
 
@@ -117,14 +122,15 @@ def _one_line(error: Exception) -> str:
 
 def collect(hub_dir: Path, api=None, tag: str = COURSE_TAG, log=print) -> list[str]:
     """List the entries with ``tag`` and keep each valid one under ``hub_dir``; return the one-line reasons of
-    the skipped ones. Folders of entries that are gone from the listing are removed; an entry whose revision is
-    unchanged keeps its verification."""
+    the skipped ones. Folders of entries that are gone from the listing, or skipped now, are removed; an entry that
+    could not be read this time (a network error, the Hub's 5xx) keeps its earlier folder and verification; an
+    entry whose revision is unchanged keeps its verification."""
     from huggingface_hub import HfApi
 
     api = api or HfApi()
     listed = list_entries(api, tag)
     hub_dir.mkdir(parents=True, exist_ok=True)
-    kept, skipped = set(), []
+    kept, skipped, stale = set(), [], []
     for info in listed:
         try:
             recipe = fetch_entry(api, info)
@@ -132,18 +138,27 @@ def collect(hub_dir: Path, api=None, tag: str = COURSE_TAG, log=print) -> list[s
             skipped.append(f"{info.id}: {reason}")
         except Exception as error:  # noqa: BLE001 - one broken entry (deleted, gated, cut off) must not stop the run
             gone = type(error).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError")
-            skipped.append(f"{info.id}: " + (f"gone or closed since it was listed ({type(error).__name__})" if gone
-                                             else f"could not be read ({_one_line(error)})"))
+            if gone:
+                skipped.append(f"{info.id}: gone or closed since it was listed ({type(error).__name__})")
+            elif (hub_dir / folder_name(info.id) / ENTRY_FILE).is_file():  # most likely passing: keep what we had
+                kept.add(folder_name(info.id))
+                stale.append(f"{info.id}: could not be read ({_one_line(error)}); the earlier collection is kept")
+                log(f"kept {stale[-1]}")
+                continue
+            else:
+                skipped.append(f"{info.id}: could not be read ({_one_line(error)})")
         else:
             kept.add(save_entry(hub_dir, recipe))
             continue
         log(f"skipped {skipped[-1]}")
+    listed_folders = {folder_name(info.id) for info in listed}
     for folder in hub_dir.iterdir():
         if folder.is_dir() and (folder / ENTRY_FILE).is_file() and folder.name not in kept:
             shutil.rmtree(folder)
-            log(f"removed {folder.name}: no longer listed with the tag {tag}")
+            log(f"removed {folder.name}: " + ("skipped this time (see above)" if folder.name in listed_folders
+                                              else f"no longer listed with the tag {tag}"))
     collection = {"collected": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "tag": tag, "listed": len(listed),
-                  "entries": len(kept), "skipped": skipped}
+                  "entries": len(kept), "skipped": skipped, "stale": stale}
     (hub_dir / COLLECTION_FILE).write_text(json.dumps(collection, indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
     log(f"collected {len(kept)} of {len(listed)} models tagged {tag} into {hub_dir}")
@@ -235,10 +250,12 @@ def verify_entry(recipe: dict, api=None, log=print) -> dict:
             if (local / folder / WEIGHTS).stat().st_size > MAX_WEIGHTS_BYTES:
                 raise EntrySkipped(f"not verified: {folder}/{WEIGHTS} is larger than {_size_text(MAX_WEIGHTS_BYTES)}")
         record.update(_score(recipe, local, settings))
-    except EntrySkipped as reason:
+    except EntrySkipped as reason:  # the entry's own fault: final for this revision, unless it says try later
         record["note"] = str(reason)
+        if isinstance(reason, TryLater):
+            record["retry"] = True
     except Exception as error:  # noqa: BLE001 - a broken or hostile repo is reported, never fatal
-        record["note"] = f"not verified: {_one_line(error)}"
+        record.update(note=f"not verified: {_one_line(error)}", retry=True)  # perhaps the network: try again
     record["seconds"] = round(time.perf_counter() - started, 1)
     log(f"verified {hub['repo_id']}@{hub['revision'][:8]}: " + (
         f"FID {record['fid']:.4g} ± {record['fid_std']:.2g} (reported {record['reported']}) in {record['seconds']} s"
@@ -257,7 +274,7 @@ def _score(recipe: dict, local: Path, settings: dict) -> dict:
         try:
             metrics.load_inception()
         except metrics.MetricUnavailable as error:
-            raise EntrySkipped(f"not verified: the RGB metric is not available here ({error})") from None
+            raise TryLater(f"not verified: the RGB metric is not available here ({error})") from None
         reference = _training_images(recipe, unet.config.sample_size, settings["num_samples"])
     config = json.loads((local / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     scheduler = DDPMScheduler.from_config({k: v for k, v in config.items() if not k.startswith("_")})
@@ -269,7 +286,7 @@ def _score(recipe: dict, local: Path, settings: dict) -> dict:
         guide=guide, guidance_scale=settings["guidance_scale"] if guide is not None else 1.0,
         guide_interval=settings["guide_interval"], reference=reference)
     if "fid" not in scores:
-        raise EntrySkipped("not verified: the metric gave no FID (see the message above)")
+        raise TryLater("not verified: the metric gave no FID (see the message above)")
     reported = recipe.get("metrics") or {}
     record = {key: scores[key] for key in ("fid", "fid_std", "fid_floor", "coverage", "num_samples") if key in scores}
     record.setdefault("fid_std", 0.0)
@@ -290,16 +307,18 @@ def _training_images(recipe: dict, size: int, count: int):
         raise EntrySkipped(f"not verified: the training data {name!r} is not a Hub dataset the leaderboard can load")
     dataset = load_image_dataset(name, max_samples=max(2 * count, 20))
     if is_fallback(dataset):
-        raise EntrySkipped(f"not verified: the dataset {name} could not be loaded from the Hub")
+        raise TryLater(f"not verified: the dataset {name} could not be loaded from the Hub")
     return images_to_tensor(dataset["image"], size, channels=3)
 
 
 def verify(hub_dir: Path, entries: list[dict], api=None, log=print) -> int:
-    """Verify the collected entries that have no verification at their current revision; return how many ran."""
+    """Verify the collected entries that have no final verification at their current revision; return how many
+    ran. A verification that should be tried again (``retry``) is not final."""
     done = 0
     for recipe in entries:
         hub = recipe.get("_hub")
-        if not hub or (recipe.get("_verified") or {}).get("revision") == hub["revision"]:
+        verified = recipe.get("_verified") or {}
+        if not hub or (verified.get("revision") == hub["revision"] and not verified.get("retry")):
             continue
         record = verify_entry(recipe, api, log)
         folder = hub_dir / folder_name(hub["repo_id"])

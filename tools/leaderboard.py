@@ -333,8 +333,9 @@ def verification_notes(recipes: list[dict]) -> list[str]:
              "表示します。Hub から集めたエントリーは、検証できるまで順位を付けません（「未検証のため順位なし」）。自己申告の数字は"
              "だれでも書けるからです。このリポジトリにある記録は重みを含まないので「未検証」ですが、プルリクエストで"
              "確認してから加えたものなので、自己申告の FID で順位を付けます。"]
-    failed = [f"{e['_hub']['repo_id']}: {(e.get('_verified') or {}).get('note')}" for e in recipes
-              if e.get("_hub") and (e.get("_verified") or {}).get("note")]
+    failed = [f"{e['_hub']['repo_id']}: {e['_verified']['note']}"
+              + ("（次の集計でもう一度試します）" if e["_verified"].get("retry") else "")
+              for e in recipes if e.get("_hub") and (e.get("_verified") or {}).get("note")]
     if failed:
         notes.append("検証できなかったエントリー: " + "; ".join(failed))
     return notes
@@ -343,9 +344,10 @@ def verification_notes(recipes: list[dict]) -> list[str]:
 def collection_note(collection: dict | None) -> str:
     if not collection:
         return (f"Hub のエントリー（タグ `{COURSE_TAG}`）は、まだ集めていません。")
-    skipped = len(collection.get("skipped") or [])
+    skipped, stale = len(collection.get("skipped") or []), len(collection.get("stale") or [])
     return (f"Hub のエントリー（タグ `{COURSE_TAG}`）を最後に集めた日: {collection.get('collected')}"
             f"（{collection.get('listed')} 件のうち {collection.get('entries')} 件を掲載"
+            + (f"、うち {stale} 件は今回読み込めなかったので前回の内容のまま" if stale else "")
             + (f"、{skipped} 件は理由を付けて除外" if skipped else "") + "）。")
 
 
