@@ -135,8 +135,19 @@ def test_readme_shows_the_matrix_table_with_every_environment(tmp_path):
     for index, run in enumerate(runs):
         (tmp_path / f"{index}.json").write_text(json.dumps([run]), encoding="utf-8")
     table = platform_matrix.markdown_table(platform_matrix.combine(sorted(tmp_path.glob("*.json"))))
-    assert table.splitlines()[2] == "| floors | 3.11.7 | 2.4.0 | numpy 2.0.0 | ok: 3 passed (5 s) | — | — |"
-    assert table.splitlines()[3].startswith("| newest | — | — | — | install failed: no wheel |")
+    assert table.splitlines()[2] == "| floors | 3.11.7 | 2.4.0 | numpy 2.0.0 | 成功（3 件合格、5 秒） | — | — |"
+    assert table.splitlines()[3].startswith("| newest | — | — | — | インストールに失敗: no wheel |")
+
+
+def test_table_cells_are_japanese():
+    assert platform_matrix.japanese_summary("429 passed, 33 deselected") == "429 件合格、33 件対象外"
+    assert platform_matrix.japanese_summary("1 failed, 2 errors, 3 skipped") == "1 件失敗、2 件エラー、3 件スキップ"
+    assert platform_matrix.japanese_summary("no pytest summary (see the log)") == "pytest の集計なし（ログを参照）"
+    run = {"environment": "kaggle", "install": "ok", "unit_tests": "FAILED: 1 failed, 428 passed",
+           "unit_tests_seconds": 30, "notebooks": "ok: 56 passed"}
+    assert platform_matrix._cell(run, "unit_tests") == "失敗（1 件失敗、428 件合格、30 秒）"
+    assert platform_matrix._cell(run, "notebooks") == "成功（56 件合格）"
+    assert platform_matrix._cell(run, "online_notebooks") == "—"
 
 
 def test_the_tool_splits_requirements_where_the_setup_cell_does():

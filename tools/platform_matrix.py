@@ -239,11 +239,27 @@ TABLE_HEADER = ("| 環境 | Python | torch | おもなバージョン | 単体�
                 "| ノートブック 2 つ（オフライン） | ノートブック 2 つ（オンライン、ローカルの Hub） |")
 
 
+# The table is for learners, so its cells are Japanese; the JSON keeps pytest's English words.
+PYTEST_WORDS = {"passed": "合格", "failed": "失敗", "error": "エラー", "errors": "エラー", "skipped": "スキップ",
+                "xfailed": "想定どおりの失敗", "deselected": "対象外"}
+
+
+def japanese_summary(summary: str) -> str:
+    """'429 passed, 33 deselected' as '429 件合格、33 件対象外'."""
+    counts = re.findall(r"(\d+) (\w+)", summary)
+    if not counts or any(word not in PYTEST_WORDS for _, word in counts):
+        return "pytest の集計なし（ログを参照）" if summary.startswith("no pytest summary") else summary
+    return "、".join(f"{count} 件{PYTEST_WORDS[word]}" for count, word in counts)
+
+
 def _cell(result: dict, key: str) -> str:
     if key not in result:
-        return "—" if result.get("install") == "ok" else f"install {result.get('install', '—')}"
+        install = result.get("install", "—")
+        return "—" if install in ("ok", "—") else "インストールに失敗: " + install.removeprefix("failed: ")
+    verdict, _, summary = result[key].partition(": ")
     seconds = result.get(f"{key}_seconds")
-    return result[key] + (f" ({seconds} s)" if seconds is not None else "")
+    return (("成功" if verdict == "ok" else "失敗") + f"（{japanese_summary(summary)}"
+            + (f"、{seconds} 秒）" if seconds is not None else "）"))
 
 
 def markdown_table(results: list[dict]) -> str:
