@@ -139,6 +139,11 @@ def test_readme_shows_the_matrix_table_with_every_environment(tmp_path):
     assert table.splitlines()[3].startswith("| newest | — | — | — | インストールに失敗: no wheel |")
 
 
+def test_the_table_reports_the_pinned_libraries_learners_meet():
+    assert {"pandas", "safetensors", "tqdm", "tensorboard", "numpy", "pyarrow", "ipywidgets"} <= set(
+        platform_matrix.REPORTED)
+
+
 def test_table_cells_are_japanese():
     assert platform_matrix.japanese_summary("429 passed, 33 deselected") == "429 件合格、33 件対象外"
     assert platform_matrix.japanese_summary("1 failed, 2 errors, 3 skipped") == "1 件失敗、2 件エラー、3 件スキップ"

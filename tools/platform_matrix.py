@@ -50,8 +50,8 @@ PLATFORMS = {
     "newest": ("3.13", "torch"),
 }
 ENVIRONMENTS = tuple(PLATFORMS)
-REPORTED = ("torch", "diffusers", "datasets", "huggingface_hub", "accelerate", "ipywidgets", "numpy", "pyarrow",
-            "matplotlib", "mlxtend")
+REPORTED = ("torch", "diffusers", "datasets", "huggingface_hub", "accelerate", "safetensors", "ipywidgets", "numpy",
+            "pyarrow", "pandas", "matplotlib", "mlxtend", "tqdm", "tensorboard")
 TEST_ENV = {"COURSE_QUICK": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 # What each environment runs: (result key, pytest arguments). The online run is the CI suite's own test, which
 # starts the local Hub and gives the notebooks' kernel HF_ENDPOINT (its fixture overrides HF_HUB_OFFLINE).
