@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -40,7 +39,7 @@ from tools.ranking import (
     score,
     seed_group,
 )
-from utils.recipe import COURSE_TAG, RecipeError, recipe_problems
+from utils.recipe import COURSE_TAG, RecipeError, command_line, recipe_problems
 from utils.viz import log_axes, use_japanese_font
 
 MISSING = "—"
@@ -530,7 +529,7 @@ def _collection(hub_dir: Path | None) -> dict | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     recorded = [a for a in (sys.argv[1:] if argv is None else argv) if a not in UNRECORDED_FLAGS]
-    command = " ".join(["python -m tools.leaderboard", *map(shlex.quote, recorded)])
+    command = command_line("-m", "tools.leaderboard", argv=recorded)
     updates = {}  # path -> (old text, new text)
     try:
         if args.from_hub:
