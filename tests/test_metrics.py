@@ -1,5 +1,6 @@
 """utils.metrics: FID/KID maths, input checks, the shipped digit classifier and pipeline evaluation."""
 
+import json
 import sys
 import types
 
@@ -13,6 +14,7 @@ from safetensors import safe_open
 
 from tools.train_digit_classifier import augment
 from utils import metrics
+from utils.course import load_training_script
 from utils.data import images_to_tensor, real_mnist_digits
 from utils.metrics import (
     DIGIT_TRAIN_COMMAND,
@@ -174,6 +176,28 @@ def test_noise_scores_terribly():
     scores = digit_metrics(noise)
     assert scores["fid"] > 20 * scores["fid_floor"]
     assert scores["kid_mean"] > 20 * scores["kid_std"]
+
+
+@pytest.mark.slow  # trains for 40 steps and scores 100 samples: about 15 s
+def test_a_briefly_trained_model_makes_samples_the_metric_tells_from_noise(tmp_path, monkeypatch):
+    """The learning check in a cheap form (the notebooks' runs in the suite train too few steps to show digits; the
+    nightly runs them at real counts): the script's micro-conv MNIST model, trained for 40 steps on the shipped
+    digits, already makes samples scored far closer to real digits than noise is (80 steps measured FID 28 against
+    noise's 1 289 at 100 samples)."""
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    code = load_training_script().main([
+        "--dataset_name", "mnist", "--resolution", "28", "--model_size", "micro-conv", "--prediction_type",
+        "v_prediction", "--ddpm_beta_schedule", "squaredcos_cap_v2", "--train_batch_size", "32", "--max_train_steps",
+        "40", "--learning_rate", "2e-3", "--lr_warmup_steps", "10", "--eval_num_samples", "100", "--eval_batch_size",
+        "100", "--sampler", "dpm++sde", "--num_inference_steps", "10", "--logger", "none", "--output_dir", str(out)])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert code == 0
+    trained = json.loads((out / "recipe.json").read_text(encoding="utf-8"))["metrics"]
+    noise = digit_metrics(torch.rand(100, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    assert trained["num_samples"] == 100 and trained["fid"] < noise["fid"] / 10, (trained["fid"], noise["fid"])
 
 
 @pytest.mark.slow  # 1 000-sample metrics
