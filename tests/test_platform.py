@@ -186,6 +186,20 @@ def test_the_weekly_workflow_runs_each_environment_on_the_tools_python():
     assert len(include) == len(platform_matrix.PLATFORMS)
 
 
+def test_the_weekly_workflow_keeps_the_wheels_between_runs():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "platform-matrix.yml").read_text(encoding="utf-8"))
+    steps = workflow["jobs"]["matrix"]["steps"]
+    (cache,) = [step for step in steps if step.get("uses", "").startswith("actions/cache@")]
+    assert cache["with"]["path"].endswith("/platform-matrix/wheels")  # wheel_folder() without --torch-index
+    assert "requirements.txt" in cache["with"]["key"] and "constraints/*.txt" in cache["with"]["key"]
+    assert "matrix.environment" in cache["with"]["key"] and "matrix.python" in cache["with"]["key"]
+    build = next(index for index, step in enumerate(steps) if "platform_matrix.py" in step.get("run", ""))
+    assert steps.index(cache) < build
+    for step in steps:  # a step that deletes something says what, and never the cached wheels
+        if "rm -rf" in step.get("run", ""):
+            assert "/wheels" not in step["run"] and "wheels stay" in step["name"]
+
+
 def test_interpreter_asks_pyenv_for_the_minor_version(monkeypatch):
     calls = []
 
