@@ -189,6 +189,104 @@ def test_the_linear_schedule_threshold_both_notebooks_quote():
         assert "600 を過ぎると" in page(notebook) and "0.16 を下回" in page(notebook), notebook
 
 
+def leaderboard_section(heading: str) -> str:
+    """One '## ' section of the leaderboard page (the hand-written analysis under the generated tables)."""
+    text = page("unit1/leaderboard/README.md")
+    return text.split(f"## {heading}\n")[1].split("\n## ")[0]
+
+
+def test_the_leaderboard_analysis_quotes_the_committed_recipes():
+    """The bullets of '表からわかること' that tests/test_leaderboard.py does not already tie to the ranking."""
+    text = leaderboard_section("表からわかること")
+    records = {path.parent.name: json.loads(path.read_text(encoding="utf-8"))
+               for path in LEADERBOARD.glob("*/recipe.json")}
+    # the two 3-minute recipes differ only in the prediction target
+    eps, v = recipe("mnist-micro-eps-3min"), recipe("mnist-micro-v-3min")
+    assert f"FID は {eps['metrics']['fid']:.0f}、coverage は {g2(eps['metrics']['coverage'])}" in text
+    assert f"同じ {v['optimizer_steps']} ステップで FID {g3(v['metrics']['fid'])}" in text
+    assert f"差が {eps['metrics']['fid'] / v['metrics']['fid']:.0f} 倍" in text
+    naive = recipe("naive-baseline")
+    assert f"{naive['train_minutes']:.1f} 分で FID {g3(naive['metrics']['fid'])}" in text
+    unguided_ddpm = [r["metrics"]["fid"] for name, r in records.items() if r["sampler"] == "ddpm"
+                     and r["guidance_scale"] == 1.0 and r["train_minutes"] <= 15]
+    assert f"ガイドなしの 15 分以内の DDPM（FID {g2(min(unguided_ddpm))}〜{g2(max(unguided_ddpm))}）" in text
+    # batch sizes
+    bs64, bs32 = recipe("mnist-micro-v-15min"), recipe("mnist-micro-v-bs32-15min")
+    assert (bs64["train_batch_size"], bs32["train_batch_size"]) == (64, 32)
+    assert f"（バッチ 64、FID {g3(bs64['metrics']['fid'])}）" in text and f"（バッチ 32、FID {g3(fid('mnist-micro-v-bs32-15min'))}）" in text
+    bs16 = [recipe("mnist-micro-v-bs16-9min")["images_seen"], recipe("mnist-microconv-v-bs16-snr5-11min")["images_seen"]]
+    bs32_seen = [r["images_seen"] for r in records.values()
+                 if r["train_batch_size"] == 32 and r["model_size"] in ("micro", "micro-conv")]
+    assert f"学習画像数が {bs16[0]:,} 枚と {bs16[1]:,} 枚で、バッチ 32 の micro と micro-conv のレシピ（{min(bs32_seen):,}〜{max(bs32_seen):,} 枚）" in text
+    # Min-SNR, autoguidance and the evaluation steps
+    assert f"FID は {min_snr_gain().replace(' → ', ' から ')} に下がりました" in text
+    assert f"（たとえば {g3(fid('mnist-microconv-v-bs32-snr5-b99-15min'))} と {g3(fid('mnist-microconv-v-bs32-snr5-b99-15min-seed1'))}）" in text
+    guided = fid("mnist-microconv-v-bs32-snr5-b99-ag-15min")
+    ddpm250 = [fid("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min"), fid("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min-seed1")]
+    unguided = mean([fid("mnist-microconv-v-bs32-snr5-b99-15min"), fid("mnist-microconv-v-bs32-snr5-b99-15min-seed1")])
+    assert f"autoguidance を使うとシード 0 で {g3(guided)}、DDPM 250 ステップでシード 0 と 1 の平均 {g3(mean(ddpm250))}" in text
+    assert f"約 {unguided / mean(ddpm250):.1f} 倍の差" in text
+    assert (f"DDPM 250 ステップで FID {g3(fid('mnist-microconv-v-bs32-snr5-b99-ddpm250-15min'))}、100 ステップで "
+            f"{g3(fid('mnist-microconv-v-bs32-snr5-b99-15min'))}") in text
+    assert f"100 ステップで {g3(guided)}、250 ステップで {g3(ddpm250[0])}" in text
+    # --snr_plus_one: its coverage lies inside the spread of the original formula's guided records
+    plus_one = [recipe("mnist-microconv-v-bs32-snr5p1-b99-ag-15min"), recipe("mnist-microconv-v-bs32-snr5p1-b99-ag-15min-seed1")]
+    original = [r["metrics"]["coverage"] for name, r in records.items()
+                if name.startswith("mnist-microconv-v-bs32-snr5-b99-ag")]
+    assert len(original) == 6
+    covered = [r["metrics"]["coverage"] for r in plus_one]
+    assert f"coverage）は {g3(covered[0])} と {g3(covered[1])}" in text
+    assert f"元の式の {len(original)} つの記録（シードと評価のサンプラー違い）も {g3(min(original))}〜{g3(max(original))}" in text
+    assert all(round(c, 3) <= round(max(original), 3) + 0.001 for c in covered)  # "割合が変わったとは言えません"
+    assert f"（シード 0 で {g3(guided)}）と区別できず" in text
+    # model size on the CPU
+    micro, tiny = recipe("mnist-micro-v-bs32-15min"), recipe("mnist-tiny-v-bs32-15min")
+    assert f"`micro`（{micro['num_parameters'] / 1e4:.0f} 万パラメータ）から `tiny`（{tiny['num_parameters'] / 1e4:.0f} 万）" in text
+    assert f"{tiny['train_minutes']:.1f} 分で見られた画像は半分以下（{tiny['images_seen']:,} 枚）" in text
+    assert tiny["images_seen"] < micro["images_seen"] / 2
+    assert f"FID は {g3(micro['metrics']['fid'])} から {g3(tiny['metrics']['fid'])} に悪化" in text
+    # the goal (floor ratio 3) and the top recipe's seeds
+    seed0, seed1 = (recipe("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min"),
+                    recipe("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min-seed1"))
+    ratio = [r["metrics"]["fid"] / r["metrics"]["fid_floor"] for r in (seed0, seed1)]
+    assert (f"{seed0['train_minutes']:.1f} 分の学習で FID {g3(seed0['metrics']['fid'])}（下限比 {ratio[0]:.2f} 倍" in text)
+    assert f"シード 1 は {g3(seed1['metrics']['fid'])}（{ratio[1]:.2f} 倍）" in text
+    top = [recipe(TOP), recipe(f"{TOP}-seed1"), recipe(f"{TOP}-seed2")]
+    minutes = [r["train_minutes"] for r in top]
+    assert f"学習時間が {min(minutes):.0f}〜{max(minutes):.0f} 分" in text
+    assert {r["optimizer_steps"] for r in top} == {4600} and {r["images_seen"] for r in top} == {147_200}
+    assert "（同じ 4,600 ステップ、147,200 枚）" in text
+
+
+def test_the_leaderboard_sampler_comparison_quotes_samplers_json():
+    text = leaderboard_section("サンプラーの比較")
+    saved = json.loads((ROOT / "unit1" / "images" / "samplers.json").read_text(encoding="utf-8"))
+    assert "mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min" in saved["command"] and "--guidance_scale 1.5" in saved["command"]
+    assert {r["num_samples"] for r in saved["rows"]} == {1000}
+    sde, ddpm250 = sampler_row("dpm++sde", 25), sampler_row("ddpm", 250)
+    assert (sde["evaluations"], ddpm250["evaluations"]) == (50, 500)
+    assert f"ほぼ同じ FID**（{g3(sde['fid'])} と {g3(ddpm250['fid'])}）" in text
+    assert round(ddpm250["seconds_per_image"] / sde["seconds_per_image"]) == 9  # "約 10 分の 1"
+    top = [fid(TOP), fid(f"{TOP}-seed1"), fid(f"{TOP}-seed2")]
+    ddpm250_seeds = [fid("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min"),
+                     fid("mnist-microconv-v-bs32-snr5-b99-ag-ddpm250-15min-seed1")]
+    assert abs(top[0] - sde["fid"]) < 1e-3  # the leaderboard's seed 0 is the same weights and setting
+    assert f"シード 1 では逆に {g3(top[1])} と {g3(ddpm250_seeds[1])}" in text
+    assert f"シード平均でも {g3(mean(top))}（3 シード）と {g3(mean(ddpm250_seeds))}（2 シード）" in text
+    assert (f"DPM-Solver++（2M）は {g3(sampler_row('dpm++', 25)['fid'])}、DDIM は {g3(sampler_row('ddim', 25)['fid'])}"
+            in text)
+    assert "0.812" not in text and "0.632" not in page("unit1/leaderboard/README.md")  # measured once, never recorded
+    assert (f"DPM-Solver++ SDE（{g3(sde['fid'])}）、Euler ancestral（{g3(sampler_row('euler-a', 25)['fid'])}）、"
+            f"DDPM 25 ステップ（{g3(sampler_row('ddpm', 25)['fid'])}）の順") in text
+    s15, s10 = sampler_row("dpm++sde", 15), sampler_row("dpm++sde", 10)
+    assert (f"15 ステップ（{s15['evaluations']} 回）で {g3(s15['fid'])}、10 ステップ（{s10['evaluations']} 回）で "
+            f"{g3(s10['fid'])}") in text
+    interval = sampler_row("dpm++sde", 25, [0.0, 500.0])
+    assert (f"ガイドを使うのが {interval['evaluations'] - 25} ステップになりネットワーク評価回数は "
+            f"{interval['evaluations']} 回に減りますが、FID は {g3(interval['fid'])}") in text
+    assert f"生成に失敗**しました（FID {sampler_row('heun', 13)['fid']:.0f}）" in text
+
+
 @pytest.fixture(scope="module")
 def samplers_benchmark():
     spec = importlib.util.spec_from_file_location("samplers_benchmark", ROOT / "benchmarks" / "samplers.py")
