@@ -103,6 +103,47 @@ def test_offline_fallback_says_a_configuration_name_was_not_checked(capsys):
     assert "--dataset_config_name" not in capsys.readouterr().out  # no configuration given: nothing to say
 
 
+@pytest.mark.parametrize("error, offered", [
+    (ValueError("BuilderConfig 'nope' not found. Available: ['mnist']"), ["mnist"]),
+    (ValueError("BuilderConfig 'nope' not found. Available: ['default', 'small']"), ["default", "small"]),
+    (ValueError("BuilderConfig nope not found."), []),  # no list: the configuration is still named as the mistake
+    (ValueError("BuilderConfig 'x' not found. Available: [garbled"), []),
+    (ValueError("Unknown split 'train'"), None),  # other errors keep their own handling
+    (RuntimeError("BuilderConfig 'nope' not found. Available: ['mnist']"), None),
+])
+def test_a_refused_configuration_name_is_told_from_other_errors(error, offered):
+    assert data._configurations_offered(error) == offered
+
+
+def test_a_configuration_the_dataset_lacks_is_a_data_error_naming_the_option(monkeypatch):
+    import datasets
+
+    def load_dataset(*args, **kwargs):
+        raise ValueError("BuilderConfig 'nope' not found. Available: ['mnist']")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(data, "is_online", lambda: False)
+    monkeypatch.setattr(data, "offline_requested", lambda: True)  # the local cache is asked, as offline mode does
+    with pytest.raises(data.DataError) as error:
+        data.load_image_dataset("mnist", config_name="nope")
+    assert str(error.value) == ("Dataset 'mnist' has no configuration 'nope'; its configurations are ['mnist']. Pass "
+                                "one of them as config_name (--dataset_config_name in the script), or leave it out.")
+
+
+def test_hub_dataset_options_given_with_a_folder_are_said_to_be_ignored(tmp_path, capsys):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    images, info = data.load_training_images(resolution=4, train_data_dir=tmp_path, config_name="nope",
+                                             image_column="pixels", storage="memory")
+    assert len(images) == 1 and info["dataset"] == str(tmp_path)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "is ignored" in line]
+    assert lines == ["⚠ --dataset_config_name 'nope' is ignored: it applies to --dataset_name, and --train_data_dir "
+                     "uses every image of the folder. Leave it out.",
+                     "⚠ --image_column 'pixels' is ignored: it applies to --dataset_name, and --train_data_dir uses "
+                     "every image of the folder. Leave it out."]
+    data.load_training_images(resolution=4, train_data_dir=tmp_path, storage="memory")
+    assert "is ignored" not in capsys.readouterr().out
+
+
 def test_an_image_too_large_for_pil_is_skipped_as_unreadable(tmp_path, monkeypatch):
     """PIL refuses to open an image past its decompression-bomb limit: that file is skipped and counted."""
     Image.new("RGB", (64, 64)).save(tmp_path / "huge.png")

@@ -256,6 +256,22 @@ def test_script_trains_on_hub_data_and_pushes_its_run(hub_env, hub, tmp_path):
 
 
 @pytest.mark.slow
+def test_script_stops_on_a_configuration_the_hub_dataset_lacks(hub_env, tmp_path):
+    """datasets' "BuilderConfig 'nope' not found" is a settings mistake: exit 2 and one line naming the option and
+    the configurations the Hub offers, before training and without falling back to the offline digits."""
+    out = tmp_path / "run"
+    args = ["--dataset_name", "mnist", "--dataset_config_name", "nope", "--resolution", "8", "--model_size", "micro",
+            "--max_train_steps", "1", "--logger", "none", "--output_dir", str(out)]
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], env=hub_env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr == ("error: Dataset 'mnist' has no configuration 'nope'; its configurations are ['mnist']. "
+                             "Pass one of them as config_name (--dataset_config_name in the script), or leave it "
+                             "out.\n"), result.stderr[-3000:]
+    assert "代替データ" not in result.stdout and not (out / "recipe.json").exists()
+
+
+@pytest.mark.slow
 def test_script_reports_a_failed_push_and_keeps_the_run(hub_env, hub, tmp_path):
     out = tmp_path / "run"
     args = ["--dataset_name", "mnist", "--resolution", "16", "--model_size", "tiny", "--train_batch_size", "4",

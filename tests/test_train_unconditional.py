@@ -544,6 +544,15 @@ def test_offline_dataset_configuration_is_said_to_be_unchecked(data, tmp_path, c
     assert recipe(out)["dataset_config_name"] == "nope" and recipe(out)["dataset_fallback"]
 
 
+def test_hub_dataset_options_with_a_folder_are_said_to_be_ignored(data, tmp_path, capsys):
+    assert run(data, tmp_path / "out", "--dataset_config_name", "nope", "--image_column", "pixels",
+               "--max_train_steps", "1") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "is ignored" in line]
+    assert [line.split(" is ignored")[0] for line in lines] == ["⚠ --dataset_config_name 'nope'",
+                                                                 "⚠ --image_column 'pixels'"]
+    assert all(line.endswith("--train_data_dir uses every image of the folder. Leave it out.") for line in lines)
+
+
 def test_decoded_images_that_cannot_be_allocated_stop_with_a_message(data, tmp_path, capsys, monkeypatch):
     real_empty = torch.empty
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import functools
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -388,6 +390,19 @@ def _hub_said_not_found(error: BaseException) -> bool:
     return bool(names & NOT_FOUND_ERRORS)
 
 
+def _configurations_offered(error: BaseException) -> list[str] | None:
+    """When 🤗 datasets refused the configuration name ("BuilderConfig 'x' not found. Available: ['a', 'b']"): the
+    configurations it named ([] if it named none); None for any other error."""
+    match = re.match(r"BuilderConfig\b.*\bnot found\b(?:.*?Available: (\[.*?\]))?", str(error), re.S)
+    if not isinstance(error, ValueError) or match is None:
+        return None
+    try:
+        offered = ast.literal_eval(match.group(1) or "[]")
+    except (ValueError, SyntaxError):
+        return []
+    return [str(name) for name in offered] if isinstance(offered, (list, tuple)) else []
+
+
 def _hub_dataset_id(name: str) -> str:
     """The id the Hub serves a dataset under today: a legacy name without a namespace ('mnist') answers with
     its new id ('ylecun/mnist'), which newer huggingface_hub releases require in hf:// paths."""
@@ -426,6 +441,11 @@ def load_image_dataset(name: str = BUTTERFLIES, split: str = "train", image_colu
             raise
         except Exception as exc:  # noqa: BLE001 - any Hub/cache failure leads to the fallback or a clear error
             error = exc
+            offered = None if config_name is None else _configurations_offered(exc)
+            if offered is not None:  # the Hub (or the cache) knows the dataset: a wrong name is the caller's mistake
+                its = f"; its configurations are {offered}" if offered else ""
+                raise DataError(f"Dataset {name!r} has no configuration {config_name!r}{its}. Pass one of them as "
+                                "config_name (--dataset_config_name in the script), or leave it out.") from exc
             if online and _hub_said_not_found(exc):
                 raise DataError(f"Dataset {name!r} was not found on the Hugging Face Hub ({error_summary(exc)}). "
                                 "Check the spelling on huggingface.co/datasets, or use a local folder "
@@ -493,6 +513,10 @@ def _image_source(dataset_name, train_data_dir, config_name, image_column, max_s
     """(load, count, unreadable, info, fingerprint): ``load(i)`` opens training image ``i`` as a PIL image."""
     if train_data_dir:
         paths, unreadable = find_images(train_data_dir)  # DataError for a missing or empty folder
+        for option, value in (("--dataset_config_name", config_name), ("--image_column", image_column)):
+            if value is not None and verbose:  # options of a Hub dataset: say so rather than ignore them silently
+                print(f"⚠ {option} {value!r} is ignored: it applies to --dataset_name, and --train_data_dir uses every "
+                      "image of the folder. Leave it out.")
         paths = paths[:max_samples]
         info = {"dataset": str(train_data_dir), "fallback": None}
         stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
