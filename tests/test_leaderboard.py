@@ -3,6 +3,8 @@
 import ast
 import json
 import math
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -106,10 +108,11 @@ def test_rows_that_cannot_be_told_apart_share_a_rank_and_single_runs_say_so(boar
 
 
 def test_the_notes_state_the_seed_spread_measured_from_the_table(board):
-    text = leaderboard_markdown(load_recipes(board), command="python -m tools.leaderboard x")
+    text = leaderboard_markdown(load_recipes(board), ROOT / "unit1" / "leaderboard" / "README.md")
     assert "最大 1.58 倍（0.55 と 0.87）" in text  # the largest ratio between two seeds of one variant
     assert "自由度 4" in text and "暗記" in text and "評価枚数" in text
-    assert "`python -m tools.leaderboard x`" in text and "まだ集めていません" in text
+    assert "まだ集めていません" in text and "python -m" not in text
+    assert "[README の「図と表を作り直す」](../../README.md#図と表を作り直す)" in text
 
 
 def test_training_key_drops_seed_output_resume_and_sampling_flags():
@@ -172,7 +175,7 @@ def test_command_line_writes_markdown_and_plot(board, tmp_path):
     markdown, plot = tmp_path / "out" / "leaderboard.md", tmp_path / "out" / "leaderboard.png"
     assert main([*(str(p.parent) for p in board), "--markdown", str(markdown), "--plot", str(plot)]) == 0
     text = markdown.read_text(encoding="utf-8")
-    assert len(table_rows(text)) == 4 and "`python -m tools.leaderboard " in text and "--plot" in text
+    assert len(table_rows(text)) == 4 and f"({leaderboard._relative_link(ROOT / 'README.md', markdown)}#" in text
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.width > 600
 
@@ -409,8 +412,6 @@ def test_the_command_line_does_not_load_torch(board, tmp_path):
 
 def test_the_pages_prose_quotes_the_committed_ranking():
     """Numbers in the leaderboard page's analysis come from the committed recipes, so they cannot go stale."""
-    import re
-
     rows, _, _ = rank_recipes([r for r in load_recipes([ROOT / "unit1" / "leaderboard"]) if "_hub" not in r])
     prose = (ROOT / "unit1" / "leaderboard" / "README.md").read_text(encoding="utf-8").split("## 表からわかること")[1]
     ratio, low, high = ranking.largest_seed_ratio(rows)
@@ -450,3 +451,16 @@ def test_rgb_verification_reads_only_a_hub_dataset_named_by_the_entry(monkeypatc
                         or Dataset.from_dict({"image": images}))
     reference = hub_entries._training_images({"dataset": "huggan/smithsonian_butterflies_subset"}, 8, 10)
     assert asked == {"name": "huggan/smithsonian_butterflies_subset", "n": 20} and tuple(reference.shape) == (20, 3, 8, 8)
+
+
+def test_learner_pages_link_to_the_maintainer_commands_instead_of_carrying_them():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split(f"\n## {leaderboard.MAINTAINER_SECTION}\n")[1].split("\n## ")[0]
+    commands = re.findall(r"`(python -m tools\.leaderboard [^`]*)`", section)
+    assert any("--from-hub --verify" in c for c in commands) and any("--check" in c for c in commands)
+    for command in commands:  # each one parses (a folder argument, known flags)
+        leaderboard.parse_args(shlex.split(command)[3:])
+    for page in ("unit1/README.md", "unit1/leaderboard/README.md"):
+        text = (ROOT / page).read_text(encoding="utf-8")
+        assert "python -m tools." not in text, f"{page} carries a maintainer command; link to the README instead"
+        assert f"README.md#{leaderboard.MAINTAINER_SECTION})" in text, page

@@ -52,6 +52,10 @@ HUB_URL = "https://huggingface.co"
 # recipe goes without them.
 OPTIONAL = {"snr_gamma", "snr_plus_one", "guide_interval", "processes", "eval_batch_size"}
 UNRECORDED_FLAGS = ("--check", "--from-hub", "--verify")
+# The maintainer commands live in the root README's section that rebuilds the figures and tables; the generated
+# pages are for learners and link there instead of carrying a command.
+MAINTAINER_DOC = Path(__file__).resolve().parent.parent / "README.md"
+MAINTAINER_SECTION = "図と表を作り直す"
 
 
 def load_recipes(paths) -> list[dict]:
@@ -274,8 +278,17 @@ HEADERS = ["順位", "レシピ", "FID ↓（シード平均 ± 標準誤差）"
            "学習時間（分）", "学習画像数", "評価枚数", "コマンド"]
 
 
-def leaderboard_markdown(recipes: list[dict], command: str | None = None, collection: dict | None = None) -> str:
-    """The MNIST table (one row per recipe, best first) with the notes on how to read it and how it was made."""
+def made_by(what: str, page: Path | None) -> list[str]:
+    """A line for ``page`` saying where the commands that make ``what`` are (none without a page)."""
+    if page is None:
+        return []
+    link = f"{_relative_link(MAINTAINER_DOC, page)}#{MAINTAINER_SECTION}"
+    return [f"{what}を作り直すコマンドは [README の「{MAINTAINER_SECTION}」]({link}) にあります。"]
+
+
+def leaderboard_markdown(recipes: list[dict], page: Path | None = None, collection: dict | None = None) -> str:
+    """The MNIST table (one row per recipe, best first) with the notes on how to read it and where it is made
+    (a link from ``page``, the file the table goes in)."""
     mnist = [r for r in recipes if is_mnist(r)]
     rows, spread, dof = rank_recipes(mnist)
     lines = ["| " + " | ".join(HEADERS) + " |",
@@ -289,9 +302,8 @@ def leaderboard_markdown(recipes: list[dict], command: str | None = None, collec
                  _dataset(recipe), _device(recipe), _number(recipe.get("train_minutes")),
                  _number(recipe.get("images_seen")), _number(metric_value(recipe, "num_samples"))]
         lines.append(_row([*cells, command_text]))
-    notes = ["", *reading_notes(rows, spread, dof), *verification_notes(mnist), collection_note(collection)]
-    if command:
-        notes.append(f"この表と図は `{command}` で作成しました。")
+    notes = ["", *reading_notes(rows, spread, dof), *verification_notes(mnist), collection_note(collection),
+             *made_by("この表と図", page)]
     return "\n".join(lines + notes) + "\n"
 
 
@@ -350,7 +362,7 @@ def collection_note(collection: dict | None) -> str:
             + (f"、{skipped} 件は理由を付けて除外" if skipped else "") + "）。")
 
 
-def summary_markdown(recipes: list[dict], top: int = 5, command: str | None = None,
+def summary_markdown(recipes: list[dict], top: int = 5, page: Path | None = None,
                      full_table: str | None = None) -> str:
     """A short table of the ``top`` recipes: rank, recipe, seed mean ± error, seeds, floor ratio, coverage,
     minutes and the main settings."""
@@ -366,9 +378,7 @@ def summary_markdown(recipes: list[dict], top: int = 5, command: str | None = No
     if full_table:
         notes.append(f"全レシピの表（コマンド、ほかのサンプラー、Hub での検証付き）は [{full_table}]({full_table}) に"
                      "あります。")
-    if command:
-        notes.append(f"この表は `{command}` で作成しました。")
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(lines + notes + made_by("この表", page)) + "\n"
 
 
 # ---------------------------------------------------------------- RGB entries: listed, not ranked
@@ -548,15 +558,14 @@ def main(argv=None) -> int:
         if args.verify:
             hub_entries.verify(args.hub_dir, recipes)
         collection = _collection(args.hub_dir)
-        table = leaderboard_markdown(recipes, command, collection)
         targets = []
         if args.readme:
-            targets.append((args.readme, table, (TABLE_START, TABLE_END)))
+            targets.append((args.readme, leaderboard_markdown(recipes, args.readme, collection), (TABLE_START, TABLE_END)))
             if args.readme.is_file() and RGB_START in args.readme.read_text(encoding="utf-8"):
                 targets.append((args.readme, rgb_markdown(recipes), (RGB_START, RGB_END)))
         if args.summary:
             link = _relative_link(args.readme, args.summary) if args.readme else None
-            targets.append((args.summary, summary_markdown(recipes, args.top, command, link),
+            targets.append((args.summary, summary_markdown(recipes, args.top, args.summary, link),
                             (SUMMARY_START, SUMMARY_END)))
         for path, text, markers in targets:
             if not path.is_file():
@@ -579,10 +588,10 @@ def main(argv=None) -> int:
         print(f"updated the leaderboard in {path}")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table, encoding="utf-8")
+        args.markdown.write_text(leaderboard_markdown(recipes, args.markdown, collection), encoding="utf-8")
         print(f"wrote {args.markdown}")
     elif not updates:
-        print(table)
+        print(leaderboard_markdown(recipes, None, collection))
     if figure is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.plot, dpi=120)
