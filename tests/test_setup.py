@@ -68,6 +68,23 @@ def test_imported_distributions_maps_imported_modules_to_canonical_names():
     assert "packaging" in setup.imported_distributions()  # this process's modules and installed distributions
 
 
+def test_module_distributions_maps_wheels_without_top_level_txt_by_their_files():
+    # Python 3.10's packages_distributions reads only top_level.txt, which packaging's and numpy's wheels lack
+    from importlib.metadata import PackagePath
+
+    def dist(name, top_level, files):
+        return SimpleNamespace(metadata={"Name": name}, read_text=lambda file: top_level,
+                               files=[PackagePath(path) for path in files])
+
+    installed = [dist("packaging", None, ["packaging/__init__.py", "packaging-26.0.dist-info/RECORD"]),
+                 dist("six", None, ["six.py", "../../bin/tool"]),
+                 dist("Pillow", "PIL\n", ["PIL/Image.py"])]
+    assert setup.module_distributions(installed) == {
+        "packaging": ["packaging"], "six": ["six"], "PIL": ["Pillow"]}
+    assert setup.imported_distributions({"packaging", "six"}, setup.module_distributions(installed)) == {
+        "packaging", "six"}
+
+
 @pytest.fixture
 def course(tmp_path, monkeypatch):
     """A course whose runtime half is torch and coursefake; installed versions, pip and torch are stand-ins."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from importlib.metadata import PackageNotFoundError, packages_distributions, version
+from importlib.metadata import PackageNotFoundError, distributions, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,23 @@ def missing_or_too_old(requirements: Iterable[Requirement],
     return needed
 
 
+def module_distributions(installed: Iterable | None = None) -> dict[str, list[str]]:
+    """{top-level module: [distribution names]} of the installed distributions (``installed``: their metadata).
+
+    importlib.metadata.packages_distributions does this from Python 3.11 on; on 3.10 it reads only top_level.txt,
+    which wheels not built by setuptools (numpy, packaging, …) lack, so a restart after upgrading them would go
+    unasked. Here, as on 3.11+, a distribution without top_level.txt is mapped by the files it installs."""
+    mapping: dict[str, list[str]] = {}
+    for dist in distributions() if installed is None else installed:
+        names = (dist.read_text("top_level.txt") or "").split() or {
+            path.parts[0] if len(path.parts) > 1 else inspect.getmodulename(str(path)) or str(path)
+            for path in dist.files or ()}
+        for name in names:
+            if "." not in name:
+                mapping.setdefault(name, []).append(dist.metadata["Name"])
+    return mapping
+
+
 def imported_distributions(modules: Iterable[str] | None = None,
                            distributions: Mapping[str, list[str]] | None = None) -> set[str]:
     """The distributions (canonical names) that provide an imported top-level module.
@@ -80,7 +98,7 @@ def imported_distributions(modules: Iterable[str] | None = None,
     from packaging.utils import canonicalize_name
 
     modules = set(sys.modules if modules is None else modules)
-    distributions = packages_distributions() if distributions is None else distributions
+    distributions = module_distributions() if distributions is None else distributions
     return {canonicalize_name(d) for module, names in distributions.items() if module in modules for d in names}
 
 
