@@ -281,6 +281,16 @@ def test_summary_shows_the_top_recipes_in_a_short_table_and_is_checked(board, tm
     assert "leaderboard-top:start" in capsys.readouterr().err
 
 
+def test_summary_minutes_of_a_run_slow_per_image_get_a_footnote(board, tmp_path):
+    slow = run(tmp_path / "slow-day", 0, 0.5, command=BASE + " --slow", train_minutes=28.0)  # 147,200 images too
+    other_model = run(tmp_path / "tiny", 0, 0.6, command=BASE + " --tiny", train_minutes=30.0, model_size="tiny")
+    rows = table_rows(leaderboard.summary_markdown(load_recipes([*board, slow, other_model]), top=3))
+    assert [row[6] for row in rows] == ["28 ※1", "30", "14"]  # a model alone has nothing to be slow against
+    text = leaderboard.summary_markdown(load_recipes([*board, slow]))
+    assert "※1 1 分あたりの学習画像数が、同じモデル・同じデバイスの記録の中央値の 1/2.0 でした" in text
+    assert "学習画像数（147,200 枚）で比べてください" in text and "※2" not in text
+
+
 def test_main_idea_is_made_from_the_recipe():
     recipe = dict(model_size="micro-conv", prediction_type="v_prediction", train_batch_size=32, snr_gamma=5.0,
                   snr_plus_one=True, guide_step=1000, guidance_scale=1.5, sampler="ddpm", num_inference_steps=250)

@@ -362,19 +362,52 @@ def collection_note(collection: dict | None) -> str:
             + (f"、{skipped} 件は理由を付けて除外" if skipped else "") + "）。")
 
 
+SLOW = 1.5  # a run this many times slower per image than the median of its model and device gets a footnote
+
+
+def _images_per_minute(recipe: dict) -> float | None:
+    minutes, images = recipe.get("train_minutes"), recipe.get("images_seen")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (minutes, images)):
+        return images / minutes
+    return None
+
+
+def slowness(recipe: dict, recipes: list[dict]) -> float | None:
+    """How many times slower per training image ``recipe`` ran than the median of ``recipes`` with its model size
+    and device, when that is at least SLOW (its minutes then say more about the machine's day than the recipe). The
+    median, since a resumed run may record only its last minutes."""
+    rate = _images_per_minute(recipe)
+    same = sorted(r for r in (_images_per_minute(r) for r in recipes if recipe.get("model_size")
+                              and (r.get("model_size"), _device(r)) == (recipe["model_size"], _device(recipe)))
+                  if r is not None)
+    if not rate or not same:
+        return None
+    median = (same[len(same) // 2] + same[(len(same) - 1) // 2]) / 2
+    return median / rate if median / rate >= SLOW else None
+
+
 def summary_markdown(recipes: list[dict], top: int = 5, page: Path | None = None,
                      full_table: str | None = None) -> str:
     """A short table of the ``top`` recipes: rank, recipe, seed mean ± error, seeds, floor ratio, coverage,
-    minutes and the main settings."""
-    rows, _, _ = rank_recipes([r for r in recipes if is_mnist(r)])
+    minutes and the main settings; minutes of a run much slower per image than its peers get a footnote."""
+    mnist = [r for r in recipes if is_mnist(r)]
+    rows, _, _ = rank_recipes(mnist)
     lines = ["| 順位 | レシピ | FID ↓（シード平均 ± 標準誤差） | シード | 下限比 | coverage | 学習時間（分） | 主な設定 |",
              "|---:|---|---:|---|---:|---:|---:|---|"]
+    footnotes = []
     for row in [r for r in rows if r.best][:top]:
         recipe = row.representative
+        minutes, slow = _number(recipe.get("train_minutes")), slowness(recipe, mnist)
+        if slow:
+            footnotes.append(f"※{len(footnotes) + 1} 1 分あたりの学習画像数が、同じモデル・同じデバイスの記録の中央値の"
+                             f" 1/{slow:.1f} でした（マシンの速さは日やほかの処理の負荷で変わります）。計算量は学習画像数"
+                             f"（{_number(recipe['images_seen'])} 枚）で比べてください。")
+            minutes += f" ※{len(footnotes)}"
         cells = [_rank(row), _name_link(recipe), _seed_mean(row), _seeds(row), _floor_ratio(row),
-                 _number(metric_value(recipe, "coverage")), _number(recipe.get("train_minutes")), main_idea(recipe)]
+                 _number(metric_value(recipe, "coverage")), minutes, main_idea(recipe)]
         lines.append(_row(cells))
-    notes = ["", "順位が同じ行は、シードによる揺れの範囲で区別できません（「≈」はすぐ上か下の行と区別できない行）。"]
+    notes = ["", *footnotes,
+             "順位が同じ行は、シードによる揺れの範囲で区別できません（「≈」はすぐ上か下の行と区別できない行）。"]
     if full_table:
         notes.append(f"全レシピの表（コマンド、ほかのサンプラー、Hub での検証付き）は [{full_table}]({full_table}) に"
                      "あります。")
