@@ -384,6 +384,20 @@ def test_only_a_final_verification_failure_is_cached_by_revision(tmp_path, monke
     assert logged[0].startswith("verified someone/unlucky@")
 
 
+def test_max_verify_bounds_one_run_and_leaves_the_rest_for_the_next(tmp_path, capsys):
+    for name in ("someone/a", "someone/b", "someone/c"):
+        folder = collected_entry(tmp_path / "hub", name)
+        (folder / "recipe.json").write_text((folder / "recipe.json").read_text().replace('"ddpm"', '"no-such"'))
+    logged = []
+    assert hub_entries.verify(tmp_path / "hub", load_recipes([tmp_path]), log=logged.append, limit=2) == 2
+    assert logged[0] == "verifying 2 of the 3 entries due; the other 1 wait for a later run"
+    assert json.loads((tmp_path / "hub" / "someone--c" / "entry.json").read_text())["verified"] is None
+    assert hub_entries.verify(tmp_path / "hub", load_recipes([tmp_path]), log=logged.append, limit=2) == 1
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--max-verify", "2"])  # without --verify it would do nothing
+    assert "--max-verify needs --verify" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- what the leaderboard reads
 def keys_read_from_recipes() -> set[str]:
     """The string keys the leaderboard modules read from a recipe: recipe.get("x"), recipe["x"], e.get("x") ..."""
@@ -474,3 +488,14 @@ def test_learner_pages_link_to_the_maintainer_commands_instead_of_carrying_them(
         text = (ROOT / page).read_text(encoding="utf-8")
         assert "python -m tools." not in text, f"{page} carries a maintainer command; link to the README instead"
         assert f"README.md#{leaderboard.MAINTAINER_SECTION})" in text, page
+
+
+def test_the_weekly_workflow_runs_a_bounded_collection_the_tool_accepts():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "leaderboard.yml").read_text(encoding="utf-8"))
+    job = workflow["jobs"]["collect"]
+    (script,) = [step["run"] for step in job["steps"] if "tools.leaderboard" in step.get("run", "")]
+    words = shlex.split(script.replace("\\\n", " ").replace('"$MAX_VERIFY"', str(job["env"]["MAX_VERIFY"])))
+    args = leaderboard.parse_args(words[3:])
+    assert args.from_hub and args.verify and args.max_verify == job["env"]["MAX_VERIFY"]

@@ -311,20 +311,26 @@ def _training_images(recipe: dict, size: int, count: int):
     return images_to_tensor(dataset["image"], size, channels=3)
 
 
-def verify(hub_dir: Path, entries: list[dict], api=None, log=print) -> int:
-    """Verify the collected entries that have no final verification at their current revision; return how many
-    ran. A verification that should be tried again (``retry``) is not final."""
-    done = 0
-    for recipe in entries:
-        hub = recipe.get("_hub")
-        verified = recipe.get("_verified") or {}
-        if not hub or (verified.get("revision") == hub["revision"] and not verified.get("retry")):
-            continue
+def _is_due(recipe: dict) -> bool:
+    """Whether a collected entry has no final verification at its current revision (``retry`` is not final)."""
+    verified = recipe.get("_verified") or {}
+    return verified.get("revision") != recipe["_hub"]["revision"] or bool(verified.get("retry"))
+
+
+def verify(hub_dir: Path, entries: list[dict], api=None, log=print, limit: int | None = None) -> int:
+    """Verify the collected entries that are due, at most ``limit`` of them (never tried before those to try again;
+    the others stay not verified until a later run); return how many ran."""
+    due = sorted((r for r in entries if r.get("_hub") and _is_due(r)),
+                 key=lambda r: bool((r.get("_verified") or {}).get("retry")))
+    if limit is not None and len(due) > limit:
+        log(f"verifying {limit} of the {len(due)} entries due; the other {len(due) - limit} wait for a later run")
+        due = due[:limit]
+    for recipe in due:
+        hub = recipe["_hub"]
         record = verify_entry(recipe, api, log)
         folder = hub_dir / folder_name(hub["repo_id"])
         entry = read_entry(folder)
         (folder / ENTRY_FILE).write_text(json.dumps({**entry, "verified": record}, indent=2, ensure_ascii=False)
                                          + "\n", encoding="utf-8")
         recipe["_verified"] = record
-        done += 1
-    return done
+    return len(due)

@@ -532,6 +532,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "Hub into --hub-dir first (bad entries are skipped with a one-line reason)")
     parser.add_argument("--verify", action="store_true", help="re-score the collected MNIST entries whose revision "
                         "has no verification yet, with their own sampler settings (loads torch)")
+    parser.add_argument("--max-verify", type=int, metavar="N", help="with --verify: verify at most N entries this "
+                        "run; the others stay not verified (and unranked) until a later run")
     parser.add_argument("--hub-dir", type=Path, help="where collected Hub entries are kept (default: the hub/ "
                         "folder of the first folder argument)")
     parser.add_argument("--markdown", type=Path, help="write the MNIST table here (default: print it)")
@@ -551,6 +553,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--check compares the committed entries; it cannot be combined with --from-hub or --verify")
     if args.top < 1:
         parser.error("--top must be at least 1")
+    if args.max_verify is not None and (args.max_verify < 1 or not args.verify):
+        parser.error("--max-verify needs --verify and a number of at least 1")
     if args.hub_dir is None:
         folders = [Path(p) for p in args.recipes if Path(p).is_dir()]
         args.hub_dir = folders[0] / "hub" if folders else None
@@ -589,7 +593,7 @@ def main(argv=None) -> int:
                                   "are. Try again later.") from None
         recipes = load_recipes(args.recipes)
         if args.verify:
-            hub_entries.verify(args.hub_dir, recipes)
+            hub_entries.verify(args.hub_dir, recipes, limit=args.max_verify)
         collection = _collection(args.hub_dir)
         targets = []
         if args.readme:
