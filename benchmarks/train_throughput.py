@@ -136,9 +136,9 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from utils.environment import describe_device
+    from utils.environment import cuda_usable, describe_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if cuda_usable() else "cpu")  # a GPU that cannot start is no GPU, as in the script
     # Enough images for the timed steps without a partial batch (the plain loop drops the last one).
     dataset = make_dataset(args.batch_size * (args.warmup + args.steps), args.source_size, args.channels)
     args.setup_seconds = 0.0
