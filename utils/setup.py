@@ -160,7 +160,7 @@ def cuda_problem() -> str | None:
     """
     import torch
 
-    gpu, kernel = "GPU", False
+    gpu, kernel = "GPU ", False  # "GPU があると…" before the name is known, "GPU（Tesla T4）があると…" after
     try:
         if not torch.cuda.is_available():
             return ""
