@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -377,12 +378,12 @@ def slowness(recipe: dict, recipes: list[dict]) -> float | None:
     and device, when that is at least SLOW (its minutes then say more about the machine's day than the recipe). The
     median, since a resumed run may record only its last minutes."""
     rate = _images_per_minute(recipe)
-    same = sorted(r for r in (_images_per_minute(r) for r in recipes if recipe.get("model_size")
-                              and (r.get("model_size"), _device(r)) == (recipe["model_size"], _device(recipe)))
-                  if r is not None)
+    same = [r for r in (_images_per_minute(r) for r in recipes if recipe.get("model_size")
+                        and (r.get("model_size"), _device(r)) == (recipe["model_size"], _device(recipe)))
+            if r is not None]
     if not rate or not same:
         return None
-    median = (same[len(same) // 2] + same[(len(same) - 1) // 2]) / 2
+    median = statistics.median(same)
     return median / rate if median / rate >= SLOW else None
 
 
