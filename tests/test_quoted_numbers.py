@@ -303,3 +303,16 @@ def test_samplers_md_is_the_table_that_samplers_json_gives(samplers_benchmark):
     # every line but the one naming this machine's torch thread count, which --replot does not record
     thread_line = "PyTorch のスレッド数"
     assert [line for line in made if thread_line not in line] == [line for line in committed if thread_line not in line]
+
+
+def test_the_readme_quotes_the_gpu_run_from_its_results_file():
+    """The full-mode figures of the root README come from benchmarks/results/full_mode_h200.md: each notebook's
+    minutes (its section heading) and the peak CUDA memory of the throughput table's two variants."""
+    results = page("benchmarks/results/full_mode_h200.md")
+    minutes = re.findall(r"^## unit1/0[12]_\S+ — (\d+\.\d) min", results, re.M)
+    peaks = sorted(int(row.split("|")[-2]) for row in re.findall(r"^\| (?:plain|script) \|.*\|$", results, re.M))
+    assert len(minutes) == 2 and len(peaks) == 2
+    readme = page("README.md")
+    assert f"ノートブック 01 は全セルが {minutes[0]} 分、ノートブック 02 はセル 39 までが {minutes[1]} 分" in readme
+    assert f"メモリの最大値は {peaks[0]}〜{peaks[1]} MiB" in readme
+    assert "benchmarks/results/full_mode_h200.md" in readme
